@@ -1,0 +1,1 @@
+//! The 48-byte Basic Header Segment: stage one of parsing.

@@ -1,0 +1,1 @@
+//! CRC32C digests as iSCSI puts them on the wire.

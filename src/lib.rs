@@ -1,0 +1,16 @@
+//! # rewind: an iSCSI target with continuous data protection
+//!
+//! ## Layout
+//! - [`target`]: the iSCSI side. A listener accepts TCP connections; each connection reads PDUs
+//!   with `rewind_protocol::decode`, runs the login stage machine, and in full feature phase
+//!   turns SCSI Command + Data-Out into a [`scsi::ScsiRequest`].
+//! - [`scsi`]: logical units (SPC-4/SBC-3): CDB decoding, sense data, reservations, mode pages.
+//! - [`storage`]: the [`storage::BlockStore`] trait and its file/block-device backend; the CDP
+//!   journal wraps a store here so that every write is journaled with the data it overwrote.
+//!
+//! A PDU flows: socket -> `target::connection` -> `target::session` (CmdSN ordering) ->
+//! `scsi::LogicalUnit::execute` (blocking pool) -> `storage::BlockStore` -> backing file.
+
+pub mod scsi;
+pub mod storage;
+pub mod target;

@@ -1,0 +1,3 @@
+fn main() {
+    println!("rewind: work in progress");
+}

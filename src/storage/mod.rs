@@ -1,0 +1,54 @@
+//! Backing stores: where a volume's blocks live. Everything above (SCSI, the CDP journal) goes
+//! through the [`BlockStore`] trait, so a journaling wrapper or a fault-injecting store can stand in.
+//!
+//! CONTRACT (implemented by the SCSI/storage work): `file::FileStore` over a regular file
+//! (thin: sparse, UNMAP punches holes, `SEEK_DATA`/`SEEK_HOLE` answer allocation status) or a
+//! block device.
+
+use thiserror::Error;
+
+/// Who is doing the I/O: the journal keys its partial journals by `port` (the I_T nexus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct IoOrigin {
+    /// Unique id of the I_T nexus (initiator port) for the lifetime of the process; 0 = internal.
+    pub port: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no space left for allocation")]
+    NoSpace,
+    #[error("range {lba}+{blocks} is beyond the end of the volume")]
+    OutOfRange { lba: u64, blocks: u64 },
+    #[error("volume is read-only")]
+    ReadOnly,
+}
+
+/// Allocation status of a run of blocks (GET LBA STATUS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    Mapped,
+    Deallocated,
+}
+
+/// A volume's block storage. All calls are blocking; callers run them off the async runtime.
+/// Offsets and lengths are in logical blocks of `block_size()` bytes.
+pub trait BlockStore: Send + Sync {
+    fn block_size(&self) -> u32;
+    fn num_blocks(&self) -> u64;
+    fn read_only(&self) -> bool;
+    /// Read `buf.len() / block_size` blocks starting at `lba`.
+    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), StorageError>;
+    /// Write whole blocks. With `fua`, the data is durable when this returns.
+    fn write(&self, origin: IoOrigin, lba: u64, data: &[u8], fua: bool)
+        -> Result<(), StorageError>;
+    /// Deallocate blocks (thin provisioning); they then read as zeros.
+    fn unmap(&self, origin: IoOrigin, lba: u64, blocks: u64) -> Result<(), StorageError>;
+    /// Make every completed write durable (SYNCHRONIZE CACHE).
+    fn flush(&self) -> Result<(), StorageError>;
+    /// Allocation status of the run starting at `lba`: the status and how many blocks share it
+    /// (at most `max_blocks`).
+    fn allocation(&self, lba: u64, max_blocks: u64) -> Result<(Allocation, u64), StorageError>;
+}

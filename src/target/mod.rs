@@ -1,0 +1,1 @@
+//! The iSCSI target: listener, connections, login, sessions, full feature phase.
