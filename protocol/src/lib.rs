@@ -22,6 +22,8 @@ pub mod opcode;
 pub mod pdu;
 pub mod text;
 
-pub use frame::{decode, encode, DecodeError, FrameConfig};
+pub use frame::{
+    decode, encode, try_encode, DecodeError, DecodeErrorKind, EncodeError, FrameConfig,
+};
 pub use opcode::Opcode;
 pub use pdu::*;
