@@ -14,8 +14,9 @@
 //! ```
 //!
 //! [`Bhs::parse`] reads the common fields (a nom parser); the opcode-specific fields are read by
-//! the PDU parsers through the fixed-offset accessors ([`Bhs::u32_at`] and friends), which cannot
-//! fail because the raw header is a fixed-size array. [`BhsBuilder`] is the encoding counterpart.
+//! the PDU parsers through the fixed-offset accessors ([`Bhs::u32_at`] and friends): the raw
+//! header is a fixed-size array and the offsets are constants of the layout, never wire data.
+//! (The accessors panic on an offset past byte 47, a programming error.) [`BhsBuilder`] is the encoding counterpart.
 
 use nom::bytes::complete::take;
 use nom::number::complete::{be_u24, be_u32, be_u64, be_u8};

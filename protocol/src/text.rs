@@ -116,7 +116,7 @@ pub fn split_segments(data: Bytes, max_len: usize) -> Vec<Bytes> {
 ///
 /// Feed every segment to [`push`](TextAccumulator::push) with the PDU's C bit; it returns the
 /// whole text once a segment with C = 0 arrives. The total is capped at `limit` bytes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TextAccumulator {
     buf: BytesMut,
     limit: usize,

@@ -38,7 +38,9 @@ pub use logout::{LogoutRequest, LogoutResponse};
 pub use nop::{NopIn, NopOut};
 pub use r2t::R2t;
 pub use reject::Reject;
-pub use scsi::{ScsiCommand, ScsiResponse, TaskAttr};
+pub use scsi::{
+    ScsiCommand, ScsiResponse, TaskAttr, AHS_BIDI_READ_LEN, AHS_EXTENDED_CDB, BHS_CDB_LEN,
+};
 pub use snack::Snack;
 pub use task_mgmt::{TaskMgmtRequest, TaskMgmtResponse};
 pub use text_pdu::{TextRequest, TextResponse};
