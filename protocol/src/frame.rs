@@ -9,11 +9,11 @@
 //! - Header/data digests are verified when enabled in `cfg`.
 //! - `encode(pdu, cfg, out)` appends the wire form (BHS, AHS, data, padding, digests) to `out`.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::bhs::{pad_len, padded, Bhs, BHS_LEN, DIGEST_LEN, MAX_AHS_LEN, MAX_DATA_SEGMENT_LEN};
 use crate::digest;
-use crate::pdu::{ParseError, Pdu, RawPdu};
+use crate::pdu::{Encoded, ParseError, Pdu, RawPdu};
 
 /// What was negotiated for this connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,46 +221,110 @@ pub fn encode(pdu: &Pdu, cfg: &FrameConfig, out: &mut BytesMut) {
 /// Append the wire form of `pdu` to `out`, or leave `out` untouched and return an error when
 /// a length does not fit its wire field.
 pub fn try_encode(pdu: &Pdu, cfg: &FrameConfig, out: &mut BytesMut) -> Result<(), EncodeError> {
-    let mut parts = pdu.encode_parts();
+    let parts = pdu.encode_parts();
+    let header = finish_header(&parts)?;
     let data = parts.data;
-    let data_len = u32::try_from(data.len())
-        .ok()
-        .filter(|n| *n <= MAX_DATA_SEGMENT_LEN)
-        .ok_or(EncodeError::DataSegmentTooLong(data.len()))?;
-    if parts.ahs.len() > MAX_AHS_LEN || parts.ahs.len() % 4 != 0 {
-        return Err(EncodeError::AhsTooLong(parts.ahs.len()));
-    }
-    let ahs_words =
-        u8::try_from(parts.ahs.len() / 4).map_err(|_| EncodeError::AhsTooLong(parts.ahs.len()))?;
-    parts
-        .bhs
-        .total_ahs_len(ahs_words)
-        .data_segment_len(data_len);
-    let header = parts.bhs.build();
-
     out.reserve(cfg.frame_len(parts.ahs.len(), data.len()));
     let start = out.len();
-    out.put_slice(&header);
-    out.put_slice(&parts.ahs);
-    if cfg.header_digest {
-        let crc = digest::crc32c_append(digest::crc32c(&header), &parts.ahs);
-        out.put_slice(&crc.to_le_bytes());
-    }
-    if !data.is_empty() {
-        let pad = [0u8; 3];
-        let pad = pad.get(..pad_len(data.len())).unwrap_or(&[]);
-        out.put_slice(data);
-        out.put_slice(pad);
-        if cfg.data_digest {
-            let crc = digest::crc32c_append(digest::crc32c(data), pad);
-            out.put_slice(&crc.to_le_bytes());
-        }
-    }
+    put_head(&header, &parts.ahs, cfg, out);
+    out.put_slice(data);
+    let (tail, tail_len) = tail(data, cfg);
+    out.put_slice(tail.get(..tail_len).unwrap_or(&[]));
     debug_assert_eq!(
         out.len() - start,
         cfg.frame_len(parts.ahs.len(), data.len())
     );
     Ok(())
+}
+
+/// A PDU's wire form in three pieces, so that the data segment can be written straight from
+/// its `Bytes` (e.g. `head.chain(data).chain(tail)` with a vectored write) without copying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameParts {
+    /// BHS, AHS and header digest.
+    pub head: Bytes,
+    /// The data segment (a clone of the PDU's `Bytes`: no copy).
+    pub data: Bytes,
+    /// Padding and data digest.
+    pub tail: Bytes,
+}
+
+impl FrameParts {
+    /// Total wire length.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.data.len() + self.tail.len()
+    }
+
+    /// Never true: a PDU has at least its 48-byte header.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The three pieces as one `Buf`.
+    pub fn into_buf(self) -> impl Buf {
+        self.head.chain(self.data).chain(self.tail)
+    }
+}
+
+/// Encode `pdu` as [`FrameParts`] (zero-copy for the data segment).
+pub fn encode_parts(pdu: &Pdu, cfg: &FrameConfig) -> Result<FrameParts, EncodeError> {
+    let parts = pdu.encode_parts();
+    let header = finish_header(&parts)?;
+    let mut head = BytesMut::with_capacity(BHS_LEN + parts.ahs.len() + cfg.header_digest_len());
+    put_head(&header, &parts.ahs, cfg, &mut head);
+    let (tail, tail_len) = tail(parts.data, cfg);
+    let tail = if tail_len == 0 {
+        Bytes::new()
+    } else {
+        Bytes::copy_from_slice(tail.get(..tail_len).unwrap_or(&[]))
+    };
+    Ok(FrameParts {
+        head: head.freeze(),
+        data: pdu.data_bytes(),
+        tail,
+    })
+}
+
+/// Validate the lengths and fill them into the header.
+fn finish_header(parts: &Encoded<'_>) -> Result<[u8; BHS_LEN], EncodeError> {
+    let data_len = u32::try_from(parts.data.len())
+        .ok()
+        .filter(|n| *n <= MAX_DATA_SEGMENT_LEN)
+        .ok_or(EncodeError::DataSegmentTooLong(parts.data.len()))?;
+    let ahs_len = parts.ahs.len();
+    if ahs_len > MAX_AHS_LEN || ahs_len % 4 != 0 {
+        return Err(EncodeError::AhsTooLong(ahs_len));
+    }
+    let ahs_words = u8::try_from(ahs_len / 4).map_err(|_| EncodeError::AhsTooLong(ahs_len))?;
+    let mut b = parts.bhs;
+    b.total_ahs_len(ahs_words).data_segment_len(data_len);
+    Ok(b.build())
+}
+
+/// BHS, AHS, header digest.
+fn put_head(header: &[u8; BHS_LEN], ahs: &[u8], cfg: &FrameConfig, out: &mut BytesMut) {
+    out.put_slice(header);
+    out.put_slice(ahs);
+    if cfg.header_digest {
+        let crc = digest::crc32c_append(digest::crc32c(header), ahs);
+        out.put_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Padding and data digest following `data` (up to 7 bytes, the used length returned).
+fn tail(data: &[u8], cfg: &FrameConfig) -> ([u8; 7], usize) {
+    let mut t = [0u8; 7];
+    let pad = pad_len(data.len());
+    if cfg.data_digest && !data.is_empty() {
+        let zeros = [0u8; 3];
+        let crc = digest::crc32c_append(digest::crc32c(data), zeros.get(..pad).unwrap_or(&[]));
+        if let Some(d) = t.get_mut(pad..pad + DIGEST_LEN) {
+            d.copy_from_slice(&crc.to_le_bytes());
+        }
+        (t, pad + DIGEST_LEN)
+    } else {
+        (t, pad)
+    }
 }
 
 /// Encode `pdu` into a fresh buffer.

@@ -30,7 +30,8 @@ pub mod pdu;
 pub mod text;
 
 pub use frame::{
-    decode, encode, try_encode, DecodeError, DecodeErrorKind, EncodeError, FrameConfig,
+    decode, encode, encode_parts, try_encode, DecodeError, DecodeErrorKind, EncodeError,
+    FrameConfig, FrameParts,
 };
 pub use opcode::Opcode;
 pub use pdu::*;

@@ -1,7 +1,7 @@
 //! Property tests: encode/decode round trips for every PDU, with and without digests; prefixes
 //! of a frame are "need more bytes"; arbitrary input never panics.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use proptest::prelude::*;
 use rewind_protocol::frame::DecodeErrorKind;
 use rewind_protocol::*;
@@ -499,6 +499,16 @@ proptest! {
         prop_assert!(buf.is_empty());
         prop_assert_eq!(got.opcode(), pdu.opcode());
         prop_assert_eq!(got.itt(), pdu.itt());
+    }
+
+    #[test]
+    fn vectored_parts_match(pdu in any_pdu(), cfg in cfg()) {
+        let parts = encode_parts(&pdu, &cfg).unwrap();
+        let full = wire(&pdu, &cfg);
+        prop_assert_eq!(parts.len(), full.len());
+        let mut buf = parts.into_buf();
+        let joined = buf.copy_to_bytes(buf.remaining());
+        prop_assert_eq!(&joined[..], &full[..]);
     }
 
     #[test]

@@ -280,6 +280,30 @@ impl Pdu {
         }
     }
 
+    /// The data segment as `Bytes` (a cheap reference-counted clone).
+    pub fn data_bytes(&self) -> Bytes {
+        match self {
+            Pdu::NopOut(p) => p.data.clone(),
+            Pdu::ScsiCommand(p) => p.data.clone(),
+            Pdu::LoginRequest(p) => p.data.clone(),
+            Pdu::TextRequest(p) => p.data.clone(),
+            Pdu::DataOut(p) => p.data.clone(),
+            Pdu::NopIn(p) => p.data.clone(),
+            Pdu::ScsiResponse(p) => p.data.clone(),
+            Pdu::LoginResponse(p) => p.data.clone(),
+            Pdu::TextResponse(p) => p.data.clone(),
+            Pdu::DataIn(p) => p.data.clone(),
+            Pdu::AsyncMessage(p) => p.data.clone(),
+            Pdu::Reject(p) => p.header.clone(),
+            Pdu::TaskMgmtRequest(_)
+            | Pdu::LogoutRequest(_)
+            | Pdu::Snack(_)
+            | Pdu::TaskMgmtResponse(_)
+            | Pdu::LogoutResponse(_)
+            | Pdu::R2t(_) => Bytes::new(),
+        }
+    }
+
     /// Header (without lengths), AHS and data of the wire form.
     pub(crate) fn encode_parts(&self) -> Encoded<'_> {
         dispatch!(self, p => p.encode_parts())
