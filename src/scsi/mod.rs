@@ -53,3 +53,27 @@ pub struct ScsiOutcome {
     /// How many Data-Out bytes the CDB called for (for write-direction residuals).
     pub data_out_wanted: u32,
 }
+
+mod capacity;
+mod cdb;
+mod inquiry;
+mod lu;
+mod misc;
+mod mode;
+mod opcodes;
+mod pr;
+mod provisioning;
+mod reserve;
+mod rw;
+pub mod sense;
+mod ua;
+mod xcopy;
+
+pub use lu::{LogicalUnit, LuConfig, ResetKind};
+pub use misc::{no_such_lun, report_luns};
+pub use opcodes::supported_commands;
+pub use sense::ScsiError;
+pub use xcopy::CopyRegistry;
+
+#[cfg(test)]
+mod tests;

@@ -52,3 +52,22 @@ pub trait BlockStore: Send + Sync {
     /// (at most `max_blocks`).
     fn allocation(&self, lba: u64, max_blocks: u64) -> Result<(Allocation, u64), StorageError>;
 }
+
+pub mod file;
+pub mod mem;
+
+pub use file::FileStore;
+pub use mem::MemStore;
+
+/// Wrap a concrete store for sharing between logical units and sessions.
+pub fn shared<S: BlockStore + 'static>(store: S) -> std::sync::Arc<dyn BlockStore> {
+    std::sync::Arc::new(store)
+}
+
+/// Check that `blocks` blocks at `lba` lie within a volume of `num_blocks` blocks.
+pub(crate) fn check_range(lba: u64, blocks: u64, num_blocks: u64) -> Result<(), StorageError> {
+    match lba.checked_add(blocks) {
+        Some(end) if end <= num_blocks => Ok(()),
+        _ => Err(StorageError::OutOfRange { lba, blocks }),
+    }
+}
