@@ -188,8 +188,7 @@ fn transport_id(initiator_port: &str) -> Vec<u8> {
 }
 
 fn ua_to(st: &mut LuState, r: &Registration, asc: u8, ascq: u8) {
-    st.ua
-        .to_ports(&r.initiator_port, &r.target_port, asc, ascq);
+    st.ua.to_ports(&r.initiator_port, &r.target_port, asc, ascq);
 }
 
 pub(crate) fn pr_out(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
