@@ -65,8 +65,8 @@ pub fn start(conn: Arc<ConnShared>, cmd: ScsiCommand, admission: Admission) {
 
 enum Gathered {
     Data(Bytes),
-    /// Protocol violation: the connection is told with a Reject.
-    Reject(u8),
+    /// Protocol violation: the offending PDU is rejected (reason, its header) and the task ends.
+    Reject(u8, Bytes),
     Aborted,
 }
 
@@ -87,7 +87,10 @@ async fn gather(
         return Gathered::Data(cmd.data.clone());
     };
     if edtl > MAX_COMMAND_DATA {
-        return Gathered::Reject(RejectReason::INVALID_PDU_FIELD);
+        return Gathered::Reject(
+            RejectReason::INVALID_PDU_FIELD,
+            header_of(&Pdu::ScsiCommand(cmd.clone())),
+        );
     }
     let params = &conn.session.params;
     let mut buf = BytesMut::zeroed(edtl as usize);
@@ -102,8 +105,10 @@ async fn gather(
     };
     let mut next_offset = unsolicited_end.max(received);
     let mut r2t_sn: u32 = 0;
-    // Outstanding R2Ts: (ttt, end offset).
-    let mut outstanding: Vec<(u32, u32)> = Vec::new();
+    // Outstanding R2Ts: (ttt, next expected offset, end offset, next expected DataSN).
+    let mut outstanding: Vec<(u32, u32, u32, u32)> = Vec::new();
+    // The unsolicited sequence: next expected offset and DataSN.
+    let mut unsolicited = (received, 0u32);
     loop {
         // Solicit the rest once the unsolicited burst is in.
         if got_unsolicited_final {
@@ -122,7 +127,7 @@ async fn gather(
                     desired_len: len,
                 });
                 r2t_sn = r2t_sn.wrapping_add(1);
-                outstanding.push((ttt, next_offset + len));
+                outstanding.push((ttt, next_offset, next_offset + len, 0));
                 next_offset += len;
                 if !conn.send(r2t).await {
                     return Gathered::Aborted;
@@ -137,8 +142,13 @@ async fn gather(
             d = rx.recv() => match d { Some(d) => d, None => return Gathered::Aborted },
         };
         let len = d.data.len() as u32;
-        let end = d.buffer_offset.checked_add(len);
-        let Some(end) = end.filter(|e| *e <= edtl) else {
+        let violation = |d: &DataOut| {
+            Gathered::Reject(
+                RejectReason::PROTOCOL_ERROR,
+                header_of(&Pdu::DataOut(d.clone())),
+            )
+        };
+        let Some(end) = d.buffer_offset.checked_add(len).filter(|e| *e <= edtl) else {
             warn!(
                 itt = cmd.itt,
                 offset = d.buffer_offset,
@@ -146,22 +156,65 @@ async fn gather(
                 edtl,
                 "Data-Out beyond the expected length"
             );
-            return Gathered::Reject(RejectReason::PROTOCOL_ERROR);
+            return violation(&d);
+        };
+        // DataPDUInOrder=Yes: each sequence arrives in order, DataSN counting from 0.
+        let seq_end = if d.ttt == RESERVED_TAG {
+            let (next, sn) = unsolicited;
+            if got_unsolicited_final
+                || d.buffer_offset != next
+                || d.data_sn != sn
+                || end > unsolicited_end
+            {
+                warn!(
+                    itt = cmd.itt,
+                    data_sn = d.data_sn,
+                    offset = d.buffer_offset,
+                    "unsolicited Data-Out out of sequence"
+                );
+                return violation(&d);
+            }
+            unsolicited = (end, sn.wrapping_add(1));
+            unsolicited_end
+        } else {
+            let Some(seq) = outstanding.iter_mut().find(|s| s.0 == d.ttt) else {
+                warn!(
+                    itt = cmd.itt,
+                    ttt = d.ttt,
+                    "Data-Out for no outstanding R2T"
+                );
+                return violation(&d);
+            };
+            if d.buffer_offset != seq.1 || d.data_sn != seq.3 || end > seq.2 {
+                warn!(
+                    itt = cmd.itt,
+                    data_sn = d.data_sn,
+                    offset = d.buffer_offset,
+                    "solicited Data-Out out of sequence"
+                );
+                return violation(&d);
+            }
+            seq.1 = end;
+            seq.3 = seq.3.wrapping_add(1);
+            seq.2
         };
         let (Ok(start), Ok(stop)) = (usize::try_from(d.buffer_offset), usize::try_from(end)) else {
-            return Gathered::Reject(RejectReason::PROTOCOL_ERROR);
+            return violation(&d);
         };
         if let Some(dst) = buf.get_mut(start..stop) {
             dst.copy_from_slice(&d.data);
         }
         received = received.saturating_add(len);
-        if d.ttt == RESERVED_TAG {
-            if d.final_ {
-                got_unsolicited_final = true;
-                next_offset = next_offset.max(end);
+        if d.final_ {
+            if end != seq_end {
+                warn!(itt = cmd.itt, "Data-Out sequence ended early");
+                return violation(&d);
             }
-        } else if d.final_ {
-            outstanding.retain(|(ttt, _)| *ttt != d.ttt);
+            if d.ttt == RESERVED_TAG {
+                got_unsolicited_final = true;
+            } else {
+                outstanding.retain(|s| s.0 != d.ttt);
+            }
         }
     }
     Gathered::Data(buf.freeze())
@@ -177,8 +230,7 @@ async fn run(
     let data_out = match gather(conn, &cmd, &mut data_rx, &handle.abort).await {
         Gathered::Data(d) => d,
         Gathered::Aborted => return,
-        Gathered::Reject(reason) => {
-            let header = header_of(&Pdu::ScsiCommand(cmd));
+        Gathered::Reject(reason, header) => {
             let _ = conn.send(conn.reject(reason, header)).await;
             return;
         }
