@@ -3,7 +3,7 @@
 # Idempotent: packages that are already present are skipped. Run as root or with sudo available.
 #
 #   integration/setup.sh            build deps, Rust (if missing), libiscsi-bin, tgt, qemu-img with iscsi
-#   REWIND_VM=1 integration/setup.sh   additionally qemu-system-x86 and kmod for the VM initiator test
+#   REWIND_VM=0 integration/setup.sh   leaves out qemu-system-x86 and kmod (the VM initiator test)
 set -euo pipefail
 
 # qemu-img only ships the iscsi:// block driver in this exact Debian build (module in qemu-block-extra).
@@ -69,7 +69,7 @@ fi
 qemu-img --help | grep -qw iscsi || die "qemu-img has no iscsi driver (qemu-block-extra $QEMU_PIN not effective?)"
 
 # ---- VM initiator test (opt-in) -------------------------------------------------------------
-if [ "${REWIND_VM:-0}" = 1 ]; then
+if [ "${REWIND_VM:-1}" = 1 ]; then
     VM=(qemu-system-x86 kmod e2fsprogs xz-utils)
     read -r -a MISSING <<<"$(missing_of "${VM[@]}")"
     if [ ${#MISSING[@]} -gt 0 ]; then

@@ -368,8 +368,7 @@ mod tests {
             .to_string()
             .contains("multiple of the block size"));
 
-        let mut c = Config::default();
-        c.listen = vec!["localhost".into()];
+        let c = Config { listen: vec!["localhost".into()], ..Config::default() };
         assert!(c
             .validate()
             .expect_err("bad addr")

@@ -3,7 +3,7 @@
 # initiator VM (run-guest.sh) and run guest/e2e-guest.sh in it: discovery, login without and
 # with CRC32C header+data digests, mkfs.ext4, write, re-login, verify checksums.
 # With TARGET_IMPL=tgt the backing file is also checked on the host with e2fsck and debugfs.
-# usage: integration/vm/e2e.sh      (opt-in from run-all.sh with REWIND_VM=1)
+# usage: integration/vm/e2e.sh      (run by run-all.sh unless REWIND_VM=0)
 # env:   TARGET_IMPL, REWIND_BIN (see ../lib.sh), VM_TIMEOUT (seconds, default 900), VM_CACHE
 set -euo pipefail
 # shellcheck source=integration/lib.sh

@@ -53,7 +53,7 @@ vm_host_tools() {
     for c in qemu-system-x86_64 apt-get dpkg-deb depmod modprobe ldd sha256sum mke2fs e2fsck; do
         command -v "$c" >/dev/null 2>&1 || missing+=("$c")
     done
-    [ ${#missing[@]} -eq 0 ] || vm_die "missing host tools: ${missing[*]} (run: REWIND_VM=1 integration/setup.sh)"
+    [ ${#missing[@]} -eq 0 ] || vm_die "missing host tools: ${missing[*]} (run: integration/setup.sh)"
 }
 
 # vm_kernel: sets VM_KVER, VM_KDIR, VM_KERNEL. The concrete linux-image-<ver>-amd64 package is

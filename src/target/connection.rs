@@ -216,7 +216,7 @@ pub async fn run(
     let routes: Vec<u32> = lock(&conn.data_routes).keys().copied().collect();
     for itt in routes {
         if let Some(t) = lock(&session.tasks).get(&itt) {
-            t.abort.cancel();
+            t.try_abort();
         }
     }
     lock(&conn.data_routes).clear();

@@ -451,9 +451,7 @@ mod tests {
 
     #[test]
     fn numeric_results_follow_min_and_max_rules() {
-        let mut cfg = IscsiConfig::default();
-        cfg.max_burst_length = 65536;
-        cfg.first_burst_length = 65536;
+        let cfg = IscsiConfig { max_burst_length: 65536, first_burst_length: 65536, ..IscsiConfig::default() };
         let mut n = Negotiator::new(cfg);
         let out = n
             .process(

@@ -43,7 +43,7 @@ pub fn start(conn: Arc<ConnShared>, cmd: ScsiCommand, admission: Admission) {
     };
     if let Some(old) = lock(&session.tasks).insert(cmd.itt, handle.clone()) {
         // An ITT still in use: the old task is gone from the initiator's view.
-        old.abort.cancel();
+        old.try_abort();
     }
     tokio::spawn(async move {
         let itt = cmd.itt;
@@ -268,7 +268,7 @@ async fn run(
         }
         _ => scsi::no_such_lun(&req),
     };
-    if handle.abort.is_cancelled() {
+    if !handle.begin_response() {
         debug!(itt = cmd.itt, "task aborted; no status sent");
         return;
     }

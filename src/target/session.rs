@@ -30,7 +30,13 @@ pub struct TaskHandle {
     pub abort: CancellationToken,
     /// Cancelled by the task itself when it has finished (response sent or suppressed).
     pub done: CancellationToken,
+    /// RUNNING, then either RESPONDING (status is on its way) or ABORTED; never both.
+    state: Arc<std::sync::atomic::AtomicU8>,
 }
+
+const RUNNING: u8 = 0;
+const RESPONDING: u8 = 1;
+const ABORTED: u8 = 2;
 
 static TASK_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -42,7 +48,30 @@ impl TaskHandle {
             cmd_sn,
             abort: CancellationToken::new(),
             done: CancellationToken::new(),
+            state: Arc::new(std::sync::atomic::AtomicU8::new(RUNNING)),
         }
+    }
+
+    /// The task claims the right to send its status; false if it was aborted first.
+    pub fn begin_response(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.state
+            .compare_exchange(RUNNING, RESPONDING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Abort the task unless its status is already on its way. Returns whether it was aborted.
+    pub fn try_abort(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let aborted = self
+            .state
+            .compare_exchange(RUNNING, ABORTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            || self.state.load(Ordering::Acquire) == ABORTED;
+        if aborted {
+            self.abort.cancel();
+        }
+        aborted
     }
 }
 
@@ -84,20 +113,18 @@ impl Session {
             .filter(|(itt, t)| Some(**itt) != except && pick(**itt, t))
             .map(|(_, t)| t.clone())
             .collect();
-        for t in &victims {
-            t.abort.cancel();
-        }
+        let aborted = victims.iter().filter(|t| t.try_abort()).count();
         for t in &victims {
             t.done.cancelled().await;
         }
-        victims.len()
+        aborted
     }
 
     /// End the session: close every connection, abort every task, release the LUNs' per-nexus state.
     pub fn close(&self) {
         self.cancel.cancel();
         for t in lock(&self.tasks).values() {
-            t.abort.cancel();
+            t.try_abort();
         }
         if let Some(target) = &self.target {
             for lu in target.luns.values() {

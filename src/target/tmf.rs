@@ -59,14 +59,26 @@ async fn execute(conn: &ConnShared, req: &TaskMgmtRequest) -> u8 {
             let found = lock(&session.tasks).get(&req.referenced_task_tag).cloned();
             match found {
                 Some(t) => {
-                    t.abort.cancel();
+                    let aborted = t.try_abort();
                     t.done.cancelled().await;
-                    TmfResponse::COMPLETE
+                    if aborted {
+                        TmfResponse::COMPLETE
+                    } else {
+                        // Its status was already on the way: too late to abort.
+                        TmfResponse::TASK_DOES_NOT_EXIST
+                    }
                 }
                 None => {
-                    // A task we never saw, but whose CmdSN is already past: consider it done (RFC 7143 11.5.1).
-                    let exp = lock(&session.window).exp_cmd_sn();
-                    if sn_lt(req.ref_cmd_sn, exp) && sn_le(req.ref_cmd_sn, req.cmd_sn) {
+                    // Never received, but its CmdSN is still in the window before this request:
+                    // consider it received and aborted (RFC 7143 section 11.5.1).
+                    let (exp, max) = {
+                        let w = lock(&session.window);
+                        (w.exp_cmd_sn(), w.max_cmd_sn())
+                    };
+                    if sn_le(exp, req.ref_cmd_sn)
+                        && sn_le(req.ref_cmd_sn, max)
+                        && sn_lt(req.ref_cmd_sn, req.cmd_sn)
+                    {
                         TmfResponse::COMPLETE
                     } else {
                         TmfResponse::TASK_DOES_NOT_EXIST
