@@ -11,6 +11,7 @@
 //! A PDU flows: socket -> `target::connection` -> `target::session` (CmdSN ordering) ->
 //! `scsi::LogicalUnit::execute` (blocking pool) -> `storage::BlockStore` -> backing file.
 
+pub mod journal;
 pub mod scsi;
 pub mod storage;
 pub mod target;
