@@ -17,6 +17,7 @@ pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod datadir;
+pub mod journal;
 pub mod scsi;
 pub mod storage;
 pub mod target;

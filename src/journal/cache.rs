@@ -1,0 +1,66 @@
+//! The dirty cache: new data accepted from initiators but not yet applied to the volume, kept
+//! until the journal entries holding the data it overwrote are durable.
+
+use crate::storage::{BlockStore, IoOrigin, StorageError};
+use std::collections::BTreeMap;
+
+/// Per-block state inside a dirty chunk.
+pub(crate) const CLEAN: u8 = 0;
+pub(crate) const DATA: u8 = 1;
+pub(crate) const UNMAPPED: u8 = 2;
+
+pub(crate) struct DirtyChunk {
+    /// Full current content of the chunk.
+    pub data: Vec<u8>,
+    /// One of CLEAN / DATA / UNMAPPED per block.
+    pub state: Vec<u8>,
+    /// Journal entries that must be durable before applying: (port, highest seq).
+    pub deps: Vec<(u64, u64)>,
+}
+
+impl DirtyChunk {
+    pub fn add_dep(&mut self, port: u64, seq: u64) {
+        match self.deps.iter_mut().find(|d| d.0 == port) {
+            Some(d) => d.1 = d.1.max(seq),
+            None => self.deps.push((port, seq)),
+        }
+    }
+
+    /// Write the changed blocks to the volume: runs of data are written, runs of unmapped
+    /// blocks unmapped, untouched blocks skipped.
+    pub fn apply(
+        &self,
+        inner: &dyn BlockStore,
+        chunk_lba: u64,
+        block_size: usize,
+    ) -> Result<(), StorageError> {
+        let n = self.state.len();
+        let mut i = 0;
+        while i < n {
+            let s = self.state[i];
+            let mut j = i + 1;
+            while j < n && self.state[j] == s {
+                j += 1;
+            }
+            let lba = chunk_lba + i as u64;
+            match s {
+                DATA => inner.write(
+                    IoOrigin::default(),
+                    lba,
+                    &self.data[i * block_size..j * block_size],
+                    false,
+                )?,
+                UNMAPPED => inner.unmap(IoOrigin::default(), lba, (j - i) as u64)?,
+                _ => {}
+            }
+            i = j;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct DirtyCache {
+    pub chunks: BTreeMap<u64, DirtyChunk>,
+    pub bytes: u64,
+}

@@ -1,0 +1,90 @@
+//! Per-volume journal configuration.
+
+use super::error::JournalError;
+use super::retention::{HumanDuration, RetentionPolicy};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Journaling on for this volume; when off the volume is used without a `JournaledStore`.
+    pub enabled: bool,
+    /// Bytes of old data a port's partial journal holds before it is flushed into the primary.
+    pub partial_capacity: u64,
+    /// A partial journal is flushed into the primary at least this often.
+    pub partial_flush_interval: HumanDuration,
+    /// Primary segment files are closed and a new one started past this size.
+    pub segment_size: u64,
+    /// Dirty cache size that makes writers wait for the group commit.
+    pub dirty_cache_limit: u64,
+    /// Group commit period: journal fsync, then apply the dirty cache to the volume.
+    pub commit_interval: HumanDuration,
+    /// Journal granularity in bytes (old data is saved per chunk); raised to the block size.
+    pub chunk_size: u32,
+    /// How often the background merge applies the retention policy (0 = only on request).
+    pub merge_interval: HumanDuration,
+    pub retention: RetentionPolicy,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            enabled: true,
+            partial_capacity: 8 << 20,
+            partial_flush_interval: HumanDuration(Duration::from_secs(1)),
+            segment_size: 256 << 20,
+            dirty_cache_limit: 64 << 20,
+            commit_interval: HumanDuration(Duration::from_millis(5)),
+            chunk_size: 4096,
+            merge_interval: HumanDuration(Duration::from_secs(60)),
+            retention: RetentionPolicy::default(),
+        }
+    }
+}
+
+impl JournalConfig {
+    pub fn validate(&self) -> Result<(), JournalError> {
+        let bad = |m: &str| Err(JournalError::Config(m.to_string()));
+        if self.partial_capacity == 0 {
+            return bad("partial_capacity must be positive");
+        }
+        if self.segment_size < 1 << 20 {
+            return bad("segment_size must be at least 1 MiB");
+        }
+        if self.dirty_cache_limit == 0 {
+            return bad("dirty_cache_limit must be positive");
+        }
+        if self.commit_interval.0.is_zero() || self.partial_flush_interval.0.is_zero() {
+            return bad("commit_interval and partial_flush_interval must be positive");
+        }
+        if !self.chunk_size.is_power_of_two() || self.chunk_size < 512 {
+            return bad("chunk_size must be a power of two of at least 512");
+        }
+        self.retention.validate().map_err(JournalError::Config)
+    }
+
+    /// Chunk size for a volume with `block_size`-byte blocks.
+    pub fn chunk_bytes(&self, block_size: u32) -> u32 {
+        self.chunk_size.max(block_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_valid_and_toml() {
+        let c = JournalConfig::default();
+        c.validate().unwrap();
+        let t = toml::to_string(&c).unwrap();
+        let back: JournalConfig = toml::from_str(&t).unwrap();
+        assert_eq!(back, c);
+        let partial: JournalConfig = toml::from_str("segment_size = 4194304\n").unwrap();
+        assert_eq!(partial.segment_size, 4 << 20);
+        let mut bad = c.clone();
+        bad.chunk_size = 1000;
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,38 @@
+//! Typed errors of the journal engine and their mapping onto [`StorageError`].
+
+use crate::storage::StorageError;
+
+/// Everything that can go wrong inside the CDP journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("journal index error: {0}")]
+    Index(#[from] sled::Error),
+    #[error("corrupt journal data in {file} at offset {offset}: {reason}")]
+    Corrupt {
+        file: String,
+        offset: u64,
+        reason: String,
+    },
+    #[error("invalid journal configuration: {0}")]
+    Config(String),
+    #[error("volume error: {0}")]
+    Volume(#[from] StorageError),
+    #[error("partial journal of port {port} is invalid since {since}")]
+    PortInvalid { port: u64, since: u64 },
+    #[error("history at {ts} has expired (oldest retained point {horizon})")]
+    Expired { ts: u64, horizon: u64 },
+}
+
+impl From<JournalError> for StorageError {
+    fn from(e: JournalError) -> Self {
+        match e {
+            JournalError::Volume(e) => e,
+            JournalError::Io(e) => StorageError::Io(e),
+            other => StorageError::Io(std::io::Error::other(other.to_string())),
+        }
+    }
+}
+
+pub type Result<T, E = JournalError> = std::result::Result<T, E>;

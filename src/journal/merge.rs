@@ -1,0 +1,88 @@
+//! Merge and retention: per window and chunk keep the earliest entry (its old data is the
+//! chunk's state at the window start), drop history past the horizon, reclaim segments whose
+//! entries are all dropped.
+
+use super::error::Result;
+use super::primary::{index_key, KEY_LEN};
+use super::store::Shared;
+use std::collections::HashMap;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MergeReport {
+    /// The merge's notion of now.
+    pub now: u64,
+    /// Entries with stamps at or before this are gone.
+    pub horizon: u64,
+    pub scanned: u64,
+    pub dropped: u64,
+    pub segments_deleted: Vec<u64>,
+    /// Ports whose journals were invalid during the merged span (port validity).
+    pub invalid_ports: Vec<u64>,
+}
+
+impl Shared {
+    pub fn merge(&self) -> Result<MergeReport> {
+        self.flush_all_ports()?;
+        let _f = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let policy = &self.cfg.retention;
+        let now = self.clock.stamp();
+        let horizon = policy.horizon(now);
+        // Record the intent first: views resolve against it, so a merge cut short leaves views
+        // rounding to window starts, which stay correct.
+        self.primary.meta.insert("merge_now", &now.to_be_bytes())?;
+        self.primary
+            .meta
+            .insert("horizon", &horizon.to_be_bytes())?;
+        self.primary.flush_index()?;
+
+        let mut report = MergeReport {
+            now,
+            horizon,
+            invalid_ports: self.invalid_ports(0, now)?,
+            ..Default::default()
+        };
+        let mut live: HashMap<u64, u64> = HashMap::new();
+        let mut drop_keys: Vec<[u8; KEY_LEN]> = Vec::new();
+        let mut last_window: Option<(u64, usize, u64)> = None;
+        for item in self.primary.iter_index() {
+            let ((chunk, ts, port, seq), loc) = item?;
+            report.scanned += 1;
+            let dead = if ts <= horizon {
+                true
+            } else if let Some((tier, start)) = policy.window_of(now, ts) {
+                let w = (chunk, tier, start);
+                if last_window == Some(w) {
+                    true
+                } else {
+                    last_window = Some(w);
+                    false
+                }
+            } else {
+                false
+            };
+            if dead {
+                drop_keys.push(index_key(chunk, ts, port, seq));
+                if drop_keys.len() >= 10_000 {
+                    self.primary.remove_keys(&drop_keys)?;
+                    report.dropped += drop_keys.len() as u64;
+                    drop_keys.clear();
+                }
+            } else {
+                *live.entry(loc.seg).or_default() += 1;
+            }
+        }
+        report.dropped += drop_keys.len() as u64;
+        self.primary.remove_keys(&drop_keys)?;
+        self.set_marks_floor(horizon)?;
+        // The index must forget before the files go.
+        self.primary.flush_index()?;
+        let (segs, active) = self.primary.segments()?;
+        for seg in segs {
+            if seg != active && !live.contains_key(&seg) {
+                self.primary.delete_segment(seg)?;
+                report.segments_deleted.push(seg);
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,951 @@
+//! `JournaledStore`: a [`BlockStore`] that journals the old data of every change (copy on
+//! write) before the new data may reach the volume.
+
+use super::cache::{DirtyCache, DirtyChunk, CLEAN, DATA, UNMAPPED};
+use super::clock::{StampClock, SystemClock, WallClock};
+use super::config::JournalConfig;
+use super::error::{JournalError, Result};
+use super::partial::{replay_file, PartialJournal};
+use super::primary::{PrimaryJournal, PrimaryRecovery};
+use super::record::{Entry, Status};
+use super::view::JournalView;
+use crate::storage::{Allocation, BlockStore, IoOrigin, StorageError};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const LOCK_STRIPES: usize = 256;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a chunk looked like at some point in time.
+pub(crate) enum ChunkAt {
+    /// Never written then: reads as zeros, deallocated.
+    Unallocated,
+    Data(Vec<u8>),
+}
+
+/// What `open` found and did.
+#[derive(Debug, Default, Clone)]
+pub struct RecoveryReport {
+    pub primary: PrimaryRecovery,
+    /// Entries moved from partial journal files into the primary journal.
+    pub replayed_entries: u64,
+    pub partial_files: u64,
+}
+
+pub(crate) struct Shared {
+    pub inner: Arc<dyn BlockStore>,
+    pub cfg: JournalConfig,
+    pub block_size: usize,
+    pub bpc: u64,
+    pub num_blocks: u64,
+    pub clock: StampClock,
+    stripes: Vec<Mutex<()>>,
+    ports: RwLock<HashMap<u64, Arc<Mutex<PartialJournal>>>>,
+    partial_dir: PathBuf,
+    pub primary: PrimaryJournal,
+    cache: Mutex<DirtyCache>,
+    gen: AtomicU64,
+    durable_gen: AtomicU64,
+    sync_lock: Mutex<()>,
+    /// Serializes flushes of partial journals into the primary with merges.
+    pub flush_lock: Mutex<()>,
+    wake: (Mutex<bool>, Condvar),
+    bookmarks: sled::Tree,
+    marks: sled::Tree,
+    validity: sled::Tree,
+    last_mark_gen: AtomicU64,
+}
+
+/// The journaling wrapper around a volume.
+pub struct JournaledStore {
+    shared: Arc<Shared>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+    recovery: RecoveryReport,
+}
+
+impl JournaledStore {
+    /// Open (or create) the journal in `dir` for the volume `inner`, recovering what a crash left.
+    pub fn open(dir: &Path, inner: Arc<dyn BlockStore>, cfg: JournalConfig) -> Result<Self> {
+        Self::open_with_clock(dir, inner, cfg, Arc::new(SystemClock))
+    }
+
+    /// As `open`, with an injected wall clock.
+    pub fn open_with_clock(
+        dir: &Path,
+        inner: Arc<dyn BlockStore>,
+        cfg: JournalConfig,
+        wall: Arc<dyn WallClock>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let block_size = inner.block_size();
+        let chunk_bytes = cfg.chunk_bytes(block_size);
+        if block_size == 0 || chunk_bytes % block_size != 0 {
+            return Err(JournalError::Config(
+                "chunk size must be a multiple of the block size".into(),
+            ));
+        }
+        std::fs::create_dir_all(dir)?;
+        let (primary, prec) = PrimaryJournal::open(dir, chunk_bytes, block_size, cfg.segment_size)?;
+        let clock = StampClock::new(wall);
+        clock.observe(prec.max_ts);
+        let partial_dir = dir.join("partial");
+        std::fs::create_dir_all(&partial_dir)?;
+        let mut report = RecoveryReport {
+            primary: prec,
+            ..Default::default()
+        };
+        // Replay partial journals left behind into the primary, then delete them.
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&partial_dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        files.sort();
+        for f in &files {
+            let (entries, tail) = replay_file(f)?;
+            if let Some(t) = tail {
+                tracing::warn!(
+                    "partial journal {} ends at a bad record at {}: {}",
+                    f.display(),
+                    t.offset,
+                    t.reason
+                );
+            }
+            if let Some(m) = entries.iter().map(|e| e.ts).max() {
+                clock.observe(m);
+            }
+            report.replayed_entries += entries.len() as u64;
+            primary.append(&entries)?;
+        }
+        for f in &files {
+            std::fs::remove_file(f)?;
+            report.partial_files += 1;
+        }
+        super::partial::sync_dir(&partial_dir)?;
+        let bookmarks = primary.db.open_tree("bookmarks")?;
+        let marks = primary.db.open_tree("consistency_marks")?;
+        let validity = primary.db.open_tree("port_validity")?;
+        let shared = Arc::new(Shared {
+            block_size: block_size as usize,
+            bpc: (chunk_bytes / block_size) as u64,
+            num_blocks: inner.num_blocks(),
+            inner,
+            cfg,
+            clock,
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            ports: RwLock::new(HashMap::new()),
+            partial_dir,
+            primary,
+            cache: Mutex::new(DirtyCache::default()),
+            gen: AtomicU64::new(0),
+            durable_gen: AtomicU64::new(0),
+            sync_lock: Mutex::new(()),
+            flush_lock: Mutex::new(()),
+            wake: (Mutex::new(false), Condvar::new()),
+            bookmarks,
+            marks,
+            validity,
+            last_mark_gen: AtomicU64::new(u64::MAX),
+        });
+        let bg = shared.clone();
+        let flusher = std::thread::Builder::new()
+            .name("journal-flusher".into())
+            .spawn(move || bg.flusher_loop())?;
+        Ok(JournaledStore {
+            shared,
+            flusher: Mutex::new(Some(flusher)),
+            recovery: report,
+        })
+    }
+
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// The newest stamp handed out.
+    pub fn last_stamp(&self) -> u64 {
+        self.shared.clock.last()
+    }
+
+    /// A read-only view of the volume as it was at `ts` (µs since the epoch). Cheap: nothing
+    /// is built up front, every read looks its chunks up in the journal.
+    pub fn view_at(&self, ts: u64) -> Result<Arc<dyn BlockStore>> {
+        Ok(Arc::new(self.view(ts)?))
+    }
+
+    /// As `view_at`, with the concrete type (it tells the retained point it reads).
+    pub fn view(&self, ts: u64) -> Result<JournalView> {
+        let point = self.shared.resolve_point(ts)?;
+        Ok(JournalView::new(self.shared.clone(), point))
+    }
+
+    /// Write the volume's content at `ts` back onto the volume through the journaled write
+    /// path, so the restore itself can be undone. `progress(done_chunks, total_chunks)`.
+    pub fn restore_to(&self, ts: u64, progress: &mut dyn FnMut(u64, u64)) -> Result<u64> {
+        let view = self.view(ts)?;
+        let s = &self.shared;
+        let chunks = s.num_blocks.div_ceil(s.bpc);
+        let origin = IoOrigin::default();
+        let mut changed = 0;
+        for c in 0..chunks {
+            let (lba, blocks) = s.chunk_range(c);
+            let then = view.chunk(c)?;
+            let now = s.current_chunk(c)?;
+            match then {
+                ChunkAt::Unallocated => {
+                    let (a, n) = self.allocation(lba, blocks)?;
+                    if !(a == Allocation::Deallocated && n >= blocks) {
+                        self.unmap(origin, lba, blocks)?;
+                        changed += 1;
+                    }
+                }
+                ChunkAt::Data(d) => {
+                    if d != now {
+                        self.write(origin, lba, &d, false)?;
+                        changed += 1;
+                    }
+                }
+            }
+            if c % 64 == 63 || c + 1 == chunks {
+                progress(c + 1, chunks);
+            }
+        }
+        self.flush()?;
+        Ok(changed)
+    }
+
+    /// Name the current moment; returns its stamp.
+    pub fn bookmark(&self, name: &str) -> Result<u64> {
+        let ts = self.shared.clock.stamp();
+        self.shared.bookmarks.insert(name, &ts.to_be_bytes())?;
+        self.shared.primary.flush_index()?;
+        Ok(ts)
+    }
+
+    pub fn bookmarks(&self) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for kv in self.shared.bookmarks.iter() {
+            let (k, v) = kv?;
+            if let Ok(a) = <[u8; 8]>::try_from(v.as_ref()) {
+                out.push((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    u64::from_be_bytes(a),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn delete_bookmark(&self, name: &str) -> Result<bool> {
+        let had = self.shared.bookmarks.remove(name)?.is_some();
+        self.shared.primary.flush_index()?;
+        Ok(had)
+    }
+
+    /// Stamps of SYNCHRONIZE CACHE completions (points where the initiators' data was durable).
+    pub fn consistency_marks(&self, from: u64, to: u64) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for kv in self
+            .shared
+            .marks
+            .range(from.to_be_bytes()..=to.to_be_bytes())
+        {
+            let (k, _) = kv?;
+            if let Ok(a) = <[u8; 8]>::try_from(k.as_ref()) {
+                out.push(u64::from_be_bytes(a));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ports whose partial journal was invalid at any time in `[from, to]`.
+    pub fn invalid_ports(&self, from: u64, to: u64) -> Result<Vec<u64>> {
+        self.shared.invalid_ports(from, to)
+    }
+
+    /// Apply the retention policy now.
+    pub fn merge(&self) -> Result<super::merge::MergeReport> {
+        self.shared.merge()
+    }
+
+    /// Drop the index and rebuild it from the segment files.
+    pub fn rebuild_index(&self) -> Result<PrimaryRecovery> {
+        let _g = lock(&self.shared.flush_lock);
+        self.shared.primary.rebuild_index()
+    }
+
+    /// Move every partial journal into the primary journal now.
+    pub fn flush_partials(&self) -> Result<()> {
+        self.shared.flush_all_ports()
+    }
+
+    /// Number of entries in the primary index.
+    pub fn primary_entries(&self) -> usize {
+        self.shared.primary.len()
+    }
+
+    fn stop_flusher(&self) {
+        {
+            let mut stop = lock(&self.shared.wake.0);
+            *stop = true;
+            self.shared.wake.1.notify_all();
+        }
+        if let Some(h) = lock(&self.flusher).take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Test hook: stop as if the process died (dirty cache lost, nothing flushed).
+    #[cfg(test)]
+    pub(crate) fn crash(self) {
+        self.stop_flusher();
+        lock(&self.shared.cache).chunks.clear();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for JournaledStore {
+    fn drop(&mut self) {
+        self.stop_flusher();
+        let s = &self.shared;
+        if let Err(e) = s
+            .sync_upto(s.gen.load(Ordering::SeqCst))
+            .map_err(JournalError::from)
+            .and_then(|_| s.flush_all_ports())
+            .and_then(|_| s.primary.flush_index())
+        {
+            tracing::error!("journal shutdown flush failed: {e}");
+        }
+    }
+}
+
+impl BlockStore for JournaledStore {
+    fn block_size(&self) -> u32 {
+        self.shared.block_size as u32
+    }
+    fn num_blocks(&self) -> u64 {
+        self.shared.num_blocks
+    }
+    fn read_only(&self) -> bool {
+        self.shared.inner.read_only()
+    }
+    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        self.shared.read_current(lba, buf)
+    }
+    fn write(
+        &self,
+        origin: IoOrigin,
+        lba: u64,
+        data: &[u8],
+        fua: bool,
+    ) -> Result<(), StorageError> {
+        let s = &self.shared;
+        if data.len() % s.block_size != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "write is not a whole number of blocks",
+            )
+            .into());
+        }
+        let blocks = (data.len() / s.block_size) as u64;
+        let gen = s.change(origin.port, lba, blocks, Some(data))?;
+        if fua {
+            s.sync_upto(gen)?;
+        }
+        Ok(())
+    }
+    fn unmap(&self, origin: IoOrigin, lba: u64, blocks: u64) -> Result<(), StorageError> {
+        self.shared.change(origin.port, lba, blocks, None)?;
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), StorageError> {
+        let s = &self.shared;
+        let gen = s.gen.load(Ordering::SeqCst);
+        s.sync_upto(gen)?;
+        // Consistency mark: everything acknowledged so far is durable at this stamp.
+        if s.last_mark_gen.swap(gen, Ordering::SeqCst) != gen {
+            let ts = s.clock.stamp();
+            s.marks
+                .insert(ts.to_be_bytes(), &[])
+                .map_err(JournalError::from)?;
+        }
+        Ok(())
+    }
+    fn allocation(&self, lba: u64, max_blocks: u64) -> Result<(Allocation, u64), StorageError> {
+        self.shared.allocation_current(lba, max_blocks)
+    }
+}
+
+impl Shared {
+    pub fn chunk_range(&self, c: u64) -> (u64, u64) {
+        let lba = c * self.bpc;
+        (lba, self.bpc.min(self.num_blocks - lba))
+    }
+
+    fn check_range(&self, lba: u64, blocks: u64) -> Result<(), StorageError> {
+        match lba.checked_add(blocks) {
+            Some(end) if end <= self.num_blocks => Ok(()),
+            _ => Err(StorageError::OutOfRange { lba, blocks }),
+        }
+    }
+
+    fn lock_chunks(&self, c0: u64, c1: u64) -> Vec<std::sync::MutexGuard<'_, ()>> {
+        let mut idx: Vec<usize> = if c1 - c0 + 1 >= LOCK_STRIPES as u64 {
+            (0..LOCK_STRIPES).collect()
+        } else {
+            (c0..=c1)
+                .map(|c| (c % LOCK_STRIPES as u64) as usize)
+                .collect()
+        };
+        idx.sort_unstable();
+        idx.dedup();
+        idx.into_iter().map(|i| lock(&self.stripes[i])).collect()
+    }
+
+    fn port(&self, port: u64) -> Result<Arc<Mutex<PartialJournal>>> {
+        if let Some(p) = self
+            .ports
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&port)
+        {
+            return Ok(p.clone());
+        }
+        let mut ports = self.ports.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = ports.get(&port) {
+            return Ok(p.clone());
+        }
+        let chunk_bytes = (self.bpc as usize * self.block_size) as u32;
+        let p = Arc::new(Mutex::new(PartialJournal::create(
+            &self.partial_dir,
+            port,
+            chunk_bytes,
+            0,
+        )?));
+        ports.insert(port, p.clone());
+        Ok(p)
+    }
+
+    fn all_ports(&self) -> Vec<Arc<Mutex<PartialJournal>>> {
+        self.ports
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The journaled write path. `data == None` is an unmap. Returns the write's generation.
+    fn change(
+        &self,
+        port: u64,
+        lba: u64,
+        blocks: u64,
+        data: Option<&[u8]>,
+    ) -> Result<u64, StorageError> {
+        if self.inner.read_only() {
+            return Err(StorageError::ReadOnly);
+        }
+        self.check_range(lba, blocks)?;
+        if blocks == 0 {
+            return Ok(self.gen.load(Ordering::SeqCst));
+        }
+        let c0 = lba / self.bpc;
+        let c1 = (lba + blocks - 1) / self.bpc;
+        let pj = self.port(port)?;
+        let bs = self.block_size;
+        // 1. Lock the chunk range.
+        let guards = self.lock_chunks(c0, c1);
+        // 2. Stamp while holding the lock.
+        let ts = self.clock.stamp();
+        // 3. Old data of the covering chunks (dirty cache first, then the volume).
+        let mut entries = Vec::with_capacity((c1 - c0 + 1) as usize);
+        let mut bases = Vec::with_capacity(entries.capacity());
+        for c in c0..=c1 {
+            let (clba, cblocks) = self.chunk_range(c);
+            let cached = lock(&self.cache).chunks.get(&c).map(|d| d.data.clone());
+            let (content, unallocated) = match cached {
+                Some(d) => (d, false),
+                None => {
+                    let (a, n) = self.inner.allocation(clba, cblocks)?;
+                    if a == Allocation::Deallocated && n >= cblocks {
+                        (vec![0u8; cblocks as usize * bs], true)
+                    } else {
+                        let mut b = vec![0u8; cblocks as usize * bs];
+                        self.inner.read(clba, &mut b)?;
+                        (b, false)
+                    }
+                }
+            };
+            entries.push((
+                c,
+                Entry {
+                    ts,
+                    port,
+                    seq: 0,
+                    lba: clba,
+                    blocks: cblocks as u32,
+                    status: Status::Pending,
+                    unallocated,
+                    merged: false,
+                    invalid_ports: Vec::new(),
+                    data: if unallocated {
+                        Vec::new()
+                    } else {
+                        content.clone()
+                    },
+                },
+            ));
+            bases.push(content);
+        }
+        // 4. Journal {ts, port, range, old data, Pending} in the port's partial journal.
+        let seq = match lock(&pj).append(ts, entries) {
+            Ok(seq) => seq,
+            Err(e) => {
+                drop(guards);
+                self.mark_invalid(port, ts);
+                return Err(e.into());
+            }
+        };
+        // 5. New data into the dirty cache (reads see it; the volume gets it after commit).
+        let mut cache_bytes = 0;
+        {
+            let mut cache = lock(&self.cache);
+            for (i, c) in (c0..=c1).enumerate() {
+                let (clba, cblocks) = self.chunk_range(c);
+                let base = std::mem::take(&mut bases[i]);
+                let is_new = !cache.chunks.contains_key(&c);
+                let d = cache.chunks.entry(c).or_insert_with(|| DirtyChunk {
+                    data: base,
+                    state: vec![CLEAN; cblocks as usize],
+                    deps: Vec::new(),
+                });
+                let from = lba.max(clba);
+                let to = (lba + blocks).min(clba + cblocks);
+                for b in from..to {
+                    let i = (b - clba) as usize;
+                    let dst = &mut d.data[i * bs..(i + 1) * bs];
+                    match data {
+                        Some(src) => {
+                            let o = ((b - lba) as usize) * bs;
+                            dst.copy_from_slice(&src[o..o + bs]);
+                            d.state[i] = DATA;
+                        }
+                        None => {
+                            dst.fill(0);
+                            d.state[i] = UNMAPPED;
+                        }
+                    }
+                }
+                d.add_dep(port, seq);
+                if is_new {
+                    cache.bytes += (cblocks as usize * bs) as u64;
+                }
+            }
+            cache_bytes = cache_bytes.max(cache.bytes);
+        }
+        // 6. Phase three: record the outcome.
+        let _ = lock(&pj).set_status(ts, seq, Status::Ok);
+        let gen = self.gen.fetch_add(1, Ordering::SeqCst) + 1;
+        drop(guards);
+        let partial_full = lock(&pj).bytes >= self.cfg.partial_capacity;
+        if cache_bytes >= self.cfg.dirty_cache_limit || partial_full {
+            self.kick();
+        }
+        if cache_bytes >= 2 * self.cfg.dirty_cache_limit {
+            // Back-pressure: wait for the group commit.
+            self.sync_upto(gen)?;
+        }
+        Ok(gen)
+    }
+
+    fn kick(&self) {
+        self.wake.1.notify_all();
+    }
+
+    /// Make every write with generation <= `gen` durable: journal fsync (group commit), volume
+    /// write, volume fsync.
+    pub fn sync_upto(&self, gen: u64) -> Result<(), StorageError> {
+        let _g = lock(&self.sync_lock);
+        if self.durable_gen.load(Ordering::SeqCst) >= gen {
+            return Ok(());
+        }
+        let target = self.gen.load(Ordering::SeqCst);
+        self.commit_journals()?;
+        self.apply_cache()?;
+        self.inner.flush()?;
+        self.durable_gen.fetch_max(target, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Group commit: one fsync per partial journal with unsynced appends.
+    fn commit_journals(&self) -> Result<()> {
+        for pj in self.all_ports() {
+            let target = lock(&pj).commit_target();
+            let Some((file, upto)) = target else { continue };
+            match file.sync_data() {
+                Ok(()) => lock(&pj).committed(upto),
+                Err(e) => {
+                    let port = lock(&pj).port;
+                    tracing::error!("partial journal of port {port} failed to sync: {e}");
+                    // The entries are still in memory: move them into the primary journal.
+                    if let Err(e2) = self.flush_port(&pj) {
+                        let since = lock(&pj).oldest_unsynced_ts().unwrap_or(self.clock.last());
+                        self.mark_invalid(port, since);
+                        return Err(e2);
+                    }
+                }
+            }
+            // A rotated file that could not be fsynced: its entries go durable via the primary.
+            if lock(&pj).blocked.is_some() {
+                self.flush_port(&pj)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply dirty chunks whose journal entries are all durable to the volume.
+    fn apply_cache(&self) -> Result<(), StorageError> {
+        let synced: HashMap<u64, u64> = self
+            .all_ports()
+            .iter()
+            .map(|p| {
+                let p = lock(p);
+                (p.port, p.synced_seq)
+            })
+            .collect();
+        let ready = |d: &DirtyChunk| {
+            d.deps
+                .iter()
+                .all(|(port, seq)| synced.get(port).is_some_and(|s| s >= seq))
+        };
+        let candidates: Vec<u64> = lock(&self.cache)
+            .chunks
+            .iter()
+            .filter(|(_, d)| ready(d))
+            .map(|(c, _)| *c)
+            .collect();
+        for c in candidates {
+            let _g = lock(&self.stripes[(c % LOCK_STRIPES as u64) as usize]);
+            let cache = lock(&self.cache);
+            let Some(d) = cache.chunks.get(&c) else {
+                continue;
+            };
+            if !ready(d) {
+                continue;
+            }
+            // Writers of this chunk are held off by the stripe lock; readers still see the
+            // cached copy until the volume has it.
+            let (lba, blocks) = self.chunk_range(c);
+            let snapshot = DirtyChunk {
+                data: d.data.clone(),
+                state: d.state.clone(),
+                deps: Vec::new(),
+            };
+            drop(cache);
+            snapshot.apply(&*self.inner, lba, self.block_size)?;
+            let mut cache = lock(&self.cache);
+            if cache.chunks.remove(&c).is_some() {
+                cache.bytes = cache.bytes.saturating_sub(blocks * self.block_size as u64);
+            }
+        }
+        Ok(())
+    }
+
+    /// Move one port's partial journal into the primary journal.
+    pub fn flush_port(&self, pj: &Mutex<PartialJournal>) -> Result<()> {
+        let _f = lock(&self.flush_lock);
+        let rotated = {
+            let mut p = lock(pj);
+            if p.entries.is_empty() {
+                return Ok(());
+            }
+            p.rotate()?
+        };
+        // Durable and indexed in the primary before it leaves the partial journal, so views
+        // always find it in one or the other.
+        self.primary.append(&rotated.entries)?;
+        lock(pj).finish_flush(&rotated);
+        std::fs::remove_file(&rotated.old_path)?;
+        Ok(())
+    }
+
+    pub fn flush_all_ports(&self) -> Result<()> {
+        for pj in self.all_ports() {
+            self.flush_port(&pj)?;
+        }
+        Ok(())
+    }
+
+    fn flusher_loop(self: Arc<Self>) {
+        let interval = self.cfg.commit_interval.0;
+        let merge_every = self.cfg.merge_interval.0;
+        let mut last_merge = Instant::now();
+        loop {
+            {
+                let stop = lock(&self.wake.0);
+                if *stop {
+                    return;
+                }
+                let (stop, _) = self
+                    .wake
+                    .1
+                    .wait_timeout(stop, interval)
+                    .unwrap_or_else(|p| p.into_inner());
+                if *stop {
+                    return;
+                }
+            }
+            if let Err(e) = self.background_round() {
+                tracing::warn!("journal background commit failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !merge_every.is_zero() && last_merge.elapsed() >= merge_every {
+                last_merge = Instant::now();
+                if let Err(e) = self.merge() {
+                    tracing::warn!("journal merge failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn background_round(&self) -> Result<()> {
+        {
+            let _g = lock(&self.sync_lock);
+            self.commit_journals()?;
+            self.apply_cache()?;
+        }
+        let cap = self.cfg.partial_capacity;
+        let age = self.cfg.partial_flush_interval.0;
+        for pj in self.all_ports() {
+            let due = {
+                let p = lock(&pj);
+                p.bytes >= cap || p.first_append.is_some_and(|t| t.elapsed() >= age)
+            };
+            if due {
+                self.flush_port(&pj)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- port validity ----
+
+    fn mark_invalid(&self, port: u64, since: u64) {
+        let mut k = since.to_be_bytes().to_vec();
+        k.extend_from_slice(&port.to_be_bytes());
+        if let Err(e) = self.validity.insert(k, &u64::MAX.to_be_bytes()) {
+            tracing::error!("cannot record invalid port {port}: {e}");
+        }
+        tracing::error!("partial journal of port {port} marked invalid from {since}");
+    }
+
+    pub fn invalid_ports(&self, from: u64, to: u64) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for kv in self.validity.iter() {
+            let (k, v) = kv?;
+            let since = k
+                .get(0..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            let port = k
+                .get(8..16)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            let until = v
+                .get(0..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            if let (Some(since), Some(port), Some(until)) = (since, port, until) {
+                if since <= to && until >= from && !out.contains(&port) {
+                    out.push(port);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- current content ----
+
+    /// Current content of one chunk (dirty cache, else the volume).
+    pub fn current_chunk(&self, c: u64) -> Result<Vec<u8>> {
+        if let Some(d) = lock(&self.cache).chunks.get(&c) {
+            return Ok(d.data.clone());
+        }
+        let (lba, blocks) = self.chunk_range(c);
+        let mut b = vec![0u8; blocks as usize * self.block_size];
+        self.inner.read(lba, &mut b)?;
+        Ok(b)
+    }
+
+    fn read_current(&self, lba: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        let bs = self.block_size;
+        let blocks = (buf.len() / bs) as u64;
+        self.check_range(lba, blocks)?;
+        let mut b = lba;
+        while b < lba + blocks {
+            let c = b / self.bpc;
+            let (clba, cblocks) = self.chunk_range(c);
+            let end = (lba + blocks).min(clba + cblocks);
+            let dst = &mut buf[((b - lba) as usize) * bs..((end - lba) as usize) * bs];
+            let hit = {
+                let cache = lock(&self.cache);
+                match cache.chunks.get(&c) {
+                    Some(d) => {
+                        let o = ((b - clba) as usize) * bs;
+                        dst.copy_from_slice(&d.data[o..o + dst.len()]);
+                        true
+                    }
+                    None => false,
+                }
+            };
+            if !hit {
+                self.inner.read(b, dst)?;
+            }
+            b = end;
+        }
+        Ok(())
+    }
+
+    fn allocation_current(&self, lba: u64, max: u64) -> Result<(Allocation, u64), StorageError> {
+        self.check_range(lba, max.max(1))?;
+        let c = lba / self.bpc;
+        let (clba, cblocks) = self.chunk_range(c);
+        let chunk_end = clba + cblocks;
+        {
+            let cache = lock(&self.cache);
+            if let Some(d) = cache.chunks.get(&c) {
+                let i = (lba - clba) as usize;
+                let st = d.state[i];
+                if st != CLEAN {
+                    let mut n = 1;
+                    while (i + n) < d.state.len() && d.state[i + n] == st && (n as u64) < max {
+                        n += 1;
+                    }
+                    let a = if st == DATA {
+                        Allocation::Mapped
+                    } else {
+                        Allocation::Deallocated
+                    };
+                    return Ok((a, n as u64));
+                }
+                let mut n = 1;
+                while (i + n) < d.state.len() && d.state[i + n] == CLEAN && (n as u64) < max {
+                    n += 1;
+                }
+                drop(cache);
+                return self.inner.allocation(lba, n as u64);
+            }
+            // Not cached: the volume answers, up to the next cached chunk.
+            let limit = cache
+                .chunks
+                .range(c + 1..)
+                .next()
+                .map(|(n, _)| n * self.bpc)
+                .unwrap_or(u64::MAX);
+            let max = max.min(limit - lba).max(1).min(self.num_blocks - lba);
+            let _ = chunk_end;
+            drop(cache);
+            self.inner.allocation(lba, max)
+        }
+    }
+
+    // ---- history ----
+
+    /// The first entry for chunk `c` stamped after `ts`, from the partial journals or the
+    /// primary, whichever is earlier. Partials are searched first: an entry moving from a
+    /// partial journal to the primary is indexed there before it leaves the partial.
+    pub fn first_entry_after(&self, c: u64, ts: u64) -> Result<Option<Entry>> {
+        let mut best: Option<Arc<Entry>> = None;
+        for pj in self.all_ports() {
+            if let Some(e) = lock(&pj).first_after(c, ts) {
+                if best
+                    .as_ref()
+                    .map_or(true, |b| (e.ts, e.port, e.seq) < (b.ts, b.port, b.seq))
+                {
+                    best = Some(e);
+                }
+            }
+        }
+        for attempt in 0..2 {
+            if let Some((key, loc)) = self.primary.first_after(c, ts)? {
+                if best.as_ref().is_some_and(|b| (b.ts, b.port, b.seq) <= key) {
+                    break;
+                }
+                match self.primary.read_entry(loc) {
+                    Ok(e) => return Ok(Some(e)),
+                    // A merge may have dropped it meanwhile: look again.
+                    Err(JournalError::Io(_)) if attempt == 0 => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            break;
+        }
+        Ok(best.map(|e| (*e).clone()))
+    }
+
+    /// Chunk `c` as it was at `ts`.
+    pub fn chunk_at(&self, c: u64, ts: u64) -> Result<ChunkAt> {
+        let to_state = |e: Entry| {
+            if e.unallocated {
+                ChunkAt::Unallocated
+            } else {
+                ChunkAt::Data(e.data)
+            }
+        };
+        if let Some(e) = self.first_entry_after(c, ts)? {
+            return Ok(to_state(e));
+        }
+        let cur = self.current_chunk(c)?;
+        // A write may have slipped in between: its entry is journaled before the cache changes.
+        if let Some(e) = self.first_entry_after(c, ts)? {
+            return Ok(to_state(e));
+        }
+        let (lba, blocks) = self.chunk_range(c);
+        let cached = lock(&self.cache).chunks.contains_key(&c);
+        if !cached {
+            let (a, n) = self.inner.allocation(lba, blocks)?;
+            if a == Allocation::Deallocated && n >= blocks {
+                return Ok(ChunkAt::Unallocated);
+            }
+        }
+        Ok(ChunkAt::Data(cur))
+    }
+
+    /// The retained point standing for `ts`, or `Expired`.
+    pub fn resolve_point(&self, ts: u64) -> Result<u64> {
+        let get = |k: &str| -> Result<u64> {
+            Ok(self
+                .primary
+                .meta
+                .get(k)?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0))
+        };
+        let merged_at = get("merge_now")?;
+        let horizon = get("horizon")?;
+        if merged_at > 0 && ts < horizon {
+            return Err(JournalError::Expired { ts, horizon });
+        }
+        Ok(self.cfg.retention.resolve(merged_at, ts))
+    }
+
+    pub fn set_marks_floor(&self, horizon: u64) -> Result<()> {
+        let old: Vec<_> = self
+            .marks
+            .range(..horizon.to_be_bytes())
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for k in old {
+            self.marks.remove(k)?;
+        }
+        Ok(())
+    }
+}
