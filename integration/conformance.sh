@@ -57,12 +57,14 @@ if [ "$TARGET_IMPL" = rewind ] && [ "$BUILD" = 1 ]; then
 fi
 target_start
 
-log "iscsi-test-cu --dataloss $TARGET_URL (full log: $LOGFILE)"
+log "iscsi-test-cu --dataloss $TARGET_URL $TARGET_URL (full log: $LOGFILE)"
 set +e
+# The same URL again as the multipath URL: MultipathIO tests then use a second session to the
+# same LU.
 timeout -k 10 "${CONFORMANCE_TIMEOUT:-1800}" iscsi-test-cu --dataloss \
     --initiator-name "iqn.2026-11.dev.rewind.test:initiator-1" \
     --initiator-name-2 "iqn.2026-11.dev.rewind.test:initiator-2" \
-    "$TARGET_URL" >"$LOGFILE" 2>&1
+    "$TARGET_URL" "$TARGET_URL" >"$LOGFILE" 2>&1
 CU_RC=$?
 set -e
 log "iscsi-test-cu exited with $CU_RC after $((SECONDS - START))s"

@@ -11,8 +11,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
 
 use crate::config::default_target_name;
-use crate::datadir::{DataDir, VolumeMeta};
-use crate::target::{Target, TargetContext};
+use crate::datadir::VolumeMeta;
+use crate::volume::{format_stamp, Registry};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -24,6 +24,33 @@ pub enum Request {
         size: u64,
         block_size: u32,
         read_only: bool,
+    },
+    History {
+        volume: String,
+    },
+    Bookmark {
+        volume: String,
+        name: String,
+    },
+    /// `at`: µs since the epoch; or `bookmark`: a bookmark's name.
+    ViewExport {
+        volume: String,
+        at: Option<u64>,
+        bookmark: Option<String>,
+        name: Option<String>,
+    },
+    ViewList,
+    ViewRemove {
+        target: String,
+    },
+    Restore {
+        volume: String,
+        at: Option<u64>,
+        bookmark: Option<String>,
+        force: bool,
+    },
+    Merge {
+        volume: String,
     },
 }
 
@@ -59,7 +86,9 @@ pub struct Status {
     pub volumes: Vec<VolumeMeta>,
 }
 
-pub fn status(ctx: &TargetContext, dd: &DataDir) -> Status {
+pub fn status(reg: &Registry) -> Status {
+    let ctx = &reg.ctx;
+    let dd = &reg.dd;
     let sessions = ctx
         .sessions
         .all()
@@ -93,38 +122,86 @@ pub fn status(ctx: &TargetContext, dd: &DataDir) -> Status {
     }
 }
 
-fn handle(ctx: &TargetContext, dd: &DataDir, req: Request) -> Result<serde_json::Value, String> {
+fn to_json<T: Serialize>(v: T) -> Result<serde_json::Value, String> {
+    serde_json::to_value(v).map_err(|e| e.to_string())
+}
+
+fn point(
+    reg: &Registry,
+    volume: &str,
+    at: Option<u64>,
+    bookmark: Option<&str>,
+) -> Result<u64, String> {
+    match (at, bookmark) {
+        (Some(ts), None) => Ok(ts),
+        (None, Some(name)) => reg.bookmark_stamp(volume, name),
+        _ => Err("give either a time or a bookmark".into()),
+    }
+}
+
+/// Carry out one request. Blocking (journal and file I/O): run it off the async runtime.
+pub fn handle(reg: &Registry, req: Request) -> Result<serde_json::Value, String> {
     match req {
-        Request::Status => serde_json::to_value(status(ctx, dd)).map_err(|e| e.to_string()),
-        Request::VolumeList => {
-            serde_json::to_value(dd.list().map_err(|e| e.to_string())?).map_err(|e| e.to_string())
-        }
+        Request::Status => to_json(status(reg)),
+        Request::VolumeList => to_json(reg.dd.list().map_err(|e| e.to_string())?),
         Request::VolumeCreate {
             name,
             size,
             block_size,
             read_only,
         } => {
-            let meta = dd
+            let meta = reg
+                .dd
                 .create(&name, size, block_size, None, read_only)
                 .map_err(|e| e.to_string())?;
-            let lu = crate::daemon::open_lu(dd, &meta).map_err(|e| format!("{e:#}"))?;
+            let v = reg.open_volume(&meta).map_err(|e| format!("{e:#}"))?;
+            reg.add_default_target(&v);
             let target = default_target_name(&name);
-            let mut luns = std::collections::BTreeMap::new();
-            luns.insert(0, lu);
-            ctx.add_target(Target {
-                name: target.clone(),
-                alias: Some(name.clone()),
-                luns,
-            });
             info!(volume = %name, %target, "volume created and served");
             Ok(serde_json::json!({ "volume": meta, "target": target }))
+        }
+        Request::History { volume } => reg.history(&volume),
+        Request::Bookmark { volume, name } => {
+            crate::config::check_volume_name(&name)
+                .map_err(|e| e.to_string().replace("volume name", "bookmark name"))?;
+            let ts = reg.bookmark(&volume, &name)?;
+            Ok(
+                serde_json::json!({ "volume": volume, "bookmark": name, "stamp": ts, "time": format_stamp(ts) }),
+            )
+        }
+        Request::ViewExport {
+            volume,
+            at,
+            bookmark,
+            name,
+        } => {
+            let ts = point(reg, &volume, at, bookmark.as_deref())?;
+            to_json(reg.export_view(&volume, ts, name.as_deref())?)
+        }
+        Request::ViewList => to_json(reg.views()),
+        Request::ViewRemove { target } => to_json(reg.remove_view(&target)?),
+        Request::Restore {
+            volume,
+            at,
+            bookmark,
+            force,
+        } => {
+            let ts = point(reg, &volume, at, bookmark.as_deref())?;
+            let changed = reg.restore(&volume, ts, force)?;
+            Ok(
+                serde_json::json!({ "volume": volume, "restored_to": format_stamp(ts), "chunks_changed": changed }),
+            )
+        }
+        Request::Merge { volume } => {
+            Ok(serde_json::json!({ "volume": volume, "report": reg.merge(&volume)? }))
         }
     }
 }
 
 /// Serve the admin socket until shutdown.
-pub async fn serve(ctx: Arc<TargetContext>, dd: DataDir) -> std::io::Result<()> {
+pub async fn serve(reg: Arc<Registry>) -> std::io::Result<()> {
+    let ctx = reg.ctx.clone();
+    let dd = reg.dd.clone();
     let path = dd.socket_path();
     if path.exists() {
         // A stale socket from a daemon that died; a live one would answer.
@@ -142,17 +219,15 @@ pub async fn serve(ctx: Arc<TargetContext>, dd: DataDir) -> std::io::Result<()> 
             _ = ctx.shutdown.cancelled() => break,
             a = listener.accept() => a?,
         };
-        let ctx = ctx.clone();
-        let dd = dd.clone();
+        let reg = reg.clone();
         tokio::spawn(async move {
             let (rd, mut wr) = stream.into_split();
             let mut lines = BufReader::new(rd).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let response = match serde_json::from_str::<Request>(&line) {
                     Ok(req) => {
-                        let ctx = ctx.clone();
-                        let dd = dd.clone();
-                        match tokio::task::spawn_blocking(move || handle(&ctx, &dd, req)).await {
+                        let reg = reg.clone();
+                        match tokio::task::spawn_blocking(move || handle(&reg, req)).await {
                             Ok(Ok(data)) => Response::Ok { data },
                             Ok(Err(message)) => Response::Error { message },
                             Err(e) => Response::Error {

@@ -54,6 +54,8 @@ pub struct Config {
     #[serde(rename = "target")]
     pub targets: Vec<TargetConfig>,
     pub iscsi: IscsiConfig,
+    /// Continuous data protection settings for every journaled volume.
+    pub journal: crate::journal::JournalConfig,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             volumes: Vec::new(),
             targets: Vec::new(),
             iscsi: IscsiConfig::default(),
+            journal: crate::journal::JournalConfig::default(),
         }
     }
 }
@@ -82,6 +85,9 @@ pub struct VolumeConfig {
     pub block_size: u32,
     #[serde(default)]
     pub read_only: bool,
+    /// Continuous data protection for this volume (default: on).
+    #[serde(default)]
+    pub journal: Option<bool>,
 }
 
 fn default_block_size() -> u32 {
@@ -286,6 +292,9 @@ impl Config {
                 }
             }
         }
+        self.journal
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("journal: {e}")))?;
         let i = &self.iscsi;
         let in_range = |v: u32| (512..=16_777_215).contains(&v);
         if !in_range(i.max_recv_data_segment_length)
@@ -361,6 +370,7 @@ mod tests {
             size: Some("1000".into()),
             block_size: 512,
             read_only: false,
+            journal: None,
         });
         assert!(c
             .validate()
@@ -368,7 +378,10 @@ mod tests {
             .to_string()
             .contains("multiple of the block size"));
 
-        let c = Config { listen: vec!["localhost".into()], ..Config::default() };
+        let c = Config {
+            listen: vec!["localhost".into()],
+            ..Config::default()
+        };
         assert!(c
             .validate()
             .expect_err("bad addr")

@@ -9,12 +9,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use tracing::info;
 
-use crate::config::{default_target_name, parse_size, Config, DEFAULT_VOLUME, DEFAULT_VOLUME_SIZE};
+use crate::config::{parse_size, Config, DEFAULT_VOLUME, DEFAULT_VOLUME_SIZE};
 use crate::datadir::{DataDir, VolumeMeta};
-use crate::scsi::{LogicalUnit, LuConfig};
-use crate::storage::file::FileStore;
-use crate::storage::BlockStore;
 use crate::target::{server, Target, TargetContext};
+use crate::volume::Registry;
 
 /// Make sure every volume the config names exists, and that there is at least one volume.
 pub fn prepare_volumes(dd: &DataDir, config: &Config) -> anyhow::Result<Vec<VolumeMeta>> {
@@ -70,67 +68,30 @@ pub fn prepare_volumes(dd: &DataDir, config: &Config) -> anyhow::Result<Vec<Volu
     Ok(metas)
 }
 
-/// Open a volume's logical unit.
-pub fn open_lu(dd: &DataDir, meta: &VolumeMeta) -> anyhow::Result<Arc<LogicalUnit>> {
-    let path = dd.data_path(meta);
-    let store = FileStore::open(&path, meta.block_size, meta.read_only)
-        .with_context(|| format!("opening volume {:?} at {}", meta.name, path.display()))?;
-    let store: Arc<dyn BlockStore> = Arc::new(store);
-    Ok(Arc::new(LogicalUnit::new(
-        LuConfig {
-            name: meta.name.clone(),
-            serial: meta.serial(),
-            naa_id: meta.id,
-            vendor: "REWIND".into(),
-            product: "rewind volume".into(),
-            revision: env!("CARGO_PKG_VERSION")
-                .chars()
-                .filter(|c| *c != '.')
-                .take(4)
-                .collect(),
-            read_only: meta.read_only,
-            thin: meta.path.is_none(),
-        },
-        store,
-    )))
-}
-
 /// Build the targets: the config's, plus one per volume that no target names.
-pub fn build_targets(
-    ctx: &TargetContext,
-    dd: &DataDir,
-    config: &Config,
-    metas: &[VolumeMeta],
-) -> anyhow::Result<()> {
-    let mut lus = BTreeMap::new();
+pub fn build_targets(reg: &Registry, config: &Config, metas: &[VolumeMeta]) -> anyhow::Result<()> {
     for m in metas {
-        lus.insert(m.name.clone(), open_lu(dd, m)?);
+        reg.open_volume(m)?;
     }
     let mut used = std::collections::HashSet::new();
     for t in &config.targets {
         let mut luns = BTreeMap::new();
         for (i, name) in t.luns.iter().enumerate() {
-            let lu = lus
-                .get(name)
+            let v = reg
+                .volume(name)
                 .with_context(|| format!("target {} names unknown volume {name}", t.name))?;
-            luns.insert(i as u64, lu.clone());
+            luns.insert(i as u64, v.lu.clone());
             used.insert(name.clone());
         }
-        ctx.add_target(Target {
+        reg.ctx.add_target(Target {
             name: t.name.clone(),
             alias: t.alias.clone(),
             luns,
         });
     }
-    for (name, lu) in &lus {
-        if !used.contains(name) {
-            let mut luns = BTreeMap::new();
-            luns.insert(0, lu.clone());
-            ctx.add_target(Target {
-                name: default_target_name(name),
-                alias: Some(name.clone()),
-                luns,
-            });
+    for v in reg.volumes() {
+        if !used.contains(&v.meta.name) {
+            reg.add_default_target(&v);
         }
     }
     Ok(())
@@ -139,6 +100,7 @@ pub fn build_targets(
 /// A running target, for tests and the CLI.
 pub struct Running {
     pub ctx: Arc<TargetContext>,
+    pub registry: Arc<Registry>,
     pub addrs: Vec<SocketAddr>,
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -149,7 +111,9 @@ pub async fn start(data: &Path, config: &Config) -> anyhow::Result<Running> {
     let dd = DataDir::open(data)?;
     let metas = prepare_volumes(&dd, config)?;
     let ctx = TargetContext::new(config.iscsi.clone(), config.portal_group_tag);
-    build_targets(&ctx, &dd, config, &metas)?;
+    let registry = Registry::new(ctx.clone(), dd.clone(), config.journal.clone());
+    build_targets(&registry, config, &metas)?;
+    registry.spawn_merger();
     let addrs = config.listen_addrs()?;
     let listeners = server::bind(&ctx, &addrs)
         .await
@@ -161,16 +125,16 @@ pub async fn start(data: &Path, config: &Config) -> anyhow::Result<Running> {
     for t in ctx.targets() {
         info!(target = %t.name, luns = t.luns.len(), "target ready");
     }
-    let admin_ctx = ctx.clone();
-    let admin_dd = dd.clone();
+    let admin_reg = registry.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::admin::serve(admin_ctx, admin_dd).await {
+        if let Err(e) = crate::admin::serve(admin_reg).await {
             tracing::error!(error = %e, "admin socket failed; `rewind` subcommands cannot reach this daemon");
         }
     });
     let task = tokio::spawn(server::serve(ctx.clone(), listeners));
     Ok(Running {
         ctx,
+        registry,
         addrs: bound,
         task,
     })

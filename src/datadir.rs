@@ -53,6 +53,13 @@ pub struct VolumeMeta {
     /// Backing file or device outside the data directory, if any.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// Continuous data protection on (the default) or off for this volume.
+    #[serde(default = "yes")]
+    pub journal: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 mod hex_id {
@@ -171,6 +178,7 @@ impl DataDir {
             id: rand::random::<u64>(),
             read_only,
             path,
+            journal: true,
         };
         let data = self.data_path(&meta);
         if meta.path.is_none() {
@@ -188,6 +196,14 @@ impl DataDir {
                 data.display()
             )));
         }
+        self.write_meta(&meta)?;
+        Ok(meta)
+    }
+
+    /// Switch continuous data protection on or off for a volume (takes effect at the next start).
+    pub fn set_journal(&self, name: &str, on: bool) -> Result<VolumeMeta, DataDirError> {
+        let mut meta = self.load(name)?;
+        meta.journal = on;
         self.write_meta(&meta)?;
         Ok(meta)
     }

@@ -21,3 +21,4 @@ pub mod journal;
 pub mod scsi;
 pub mod storage;
 pub mod target;
+pub mod volume;

@@ -56,6 +56,71 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show a volume's history: newest point, bookmarks, consistency marks, retention.
+    #[command(after_help = "Example:\n  rewind history vol0")]
+    History {
+        volume: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Name the current moment of a volume, to export or restore it later by name.
+    #[command(after_help = "Example:\n  rewind bookmark vol0 before-upgrade")]
+    Bookmark { volume: String, name: String },
+    /// Export a past point of a volume as a read-only iSCSI target.
+    #[command(subcommand)]
+    View(ViewCommand),
+    /// Roll a volume back to a past point (the rollback is journaled and can be undone).
+    #[command(
+        after_help = "Examples:\n  rewind restore vol0 --at 10m\n  rewind restore vol0 --bookmark before-upgrade --force"
+    )]
+    Restore {
+        volume: String,
+        #[command(flatten)]
+        point: PointArgs,
+        /// Restore even while initiators are logged in to the volume.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Apply the retention policy to a volume's journal now.
+    Merge { volume: String },
+}
+
+/// A point in time: `--at` (RFC 3339 time or an age such as 5m) or `--bookmark`.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct PointArgs {
+    /// RFC 3339 time (2026-11-23T10:00:00Z) or how long ago (30s, 5m, 2h 30m).
+    #[arg(long)]
+    at: Option<String>,
+    /// A bookmark's name.
+    #[arg(long)]
+    bookmark: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ViewCommand {
+    /// Export VOLUME as it was at a point in time as a read-only target.
+    #[command(
+        after_help = "Examples:\n  rewind view export vol0 --at 5m\n  rewind view export vol0 --bookmark before-upgrade --name pre"
+    )]
+    Export {
+        volume: String,
+        #[command(flatten)]
+        point: PointArgs,
+        /// Suffix of the target name (default: at-<time stamp>).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List exported views.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop exporting a view (its sessions are closed).
+    Remove { target: String },
 }
 
 #[derive(Args)]
@@ -159,6 +224,138 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Status { json } => print_status(&cli.data, json),
+        Command::History { volume, json } => {
+            let v = admin::call(&cli.data, &admin::Request::History { volume })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "volume            {}",
+                    v["volume"].as_str().unwrap_or_default()
+                );
+                println!(
+                    "newest point      {}",
+                    v["newest"].as_str().unwrap_or_default()
+                );
+                println!("journal entries   {}", v["entries"]);
+                println!(
+                    "consistency marks {} (last {})",
+                    v["consistency_marks"],
+                    v["last_consistency_mark"].as_str().unwrap_or("none")
+                );
+                let invalid = v["invalid_ports"].as_array().map_or(0, Vec::len);
+                if invalid > 0 {
+                    println!("WARNING: {invalid} port(s) could not flush their journal; points after that are not guaranteed complete");
+                }
+                println!("bookmarks");
+                for b in v["bookmarks"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {:<24} {}",
+                        b["name"].as_str().unwrap_or_default(),
+                        b["time"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Bookmark { volume, name } => {
+            let v = admin::call(&cli.data, &admin::Request::Bookmark { volume, name })?;
+            println!(
+                "bookmark {} = {}",
+                v["bookmark"].as_str().unwrap_or_default(),
+                v["time"].as_str().unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::View(ViewCommand::Export {
+            volume,
+            point,
+            name,
+            json,
+        }) => {
+            let (at, bookmark) = point.resolve()?;
+            let v = admin::call(
+                &cli.data,
+                &admin::Request::ViewExport {
+                    volume,
+                    at,
+                    bookmark,
+                    name,
+                },
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let info: rewind::volume::ViewInfo = serde_json::from_value(v)?;
+                println!(
+                    "exported {} as it was at {}",
+                    info.volume,
+                    rewind::volume::format_stamp(info.point)
+                );
+                println!("target   {} (read-only, LUN 0)", info.target);
+                if !info.invalid_ports.is_empty() {
+                    println!("WARNING: {} port(s) had journal failures before this point; it may be incomplete", info.invalid_ports.len());
+                }
+            }
+            Ok(())
+        }
+        Command::View(ViewCommand::List { json }) => {
+            let v = admin::call(&cli.data, &admin::Request::ViewList)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let views: Vec<rewind::volume::ViewInfo> = serde_json::from_value(v)?;
+                println!("{:<60} {:<12} POINT", "TARGET", "VOLUME");
+                for x in views {
+                    println!(
+                        "{:<60} {:<12} {}",
+                        x.target,
+                        x.volume,
+                        rewind::volume::format_stamp(x.point)
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::View(ViewCommand::Remove { target }) => {
+            admin::call(
+                &cli.data,
+                &admin::Request::ViewRemove {
+                    target: target.clone(),
+                },
+            )?;
+            println!("view {target} removed");
+            Ok(())
+        }
+        Command::Restore {
+            volume,
+            point,
+            force,
+        } => {
+            let (at, bookmark) = point.resolve()?;
+            eprintln!("restoring {volume} ...");
+            let v = admin::call(
+                &cli.data,
+                &admin::Request::Restore {
+                    volume,
+                    at,
+                    bookmark,
+                    force,
+                },
+            )?;
+            println!(
+                "restored {} to {} ({} chunks changed)",
+                v["volume"].as_str().unwrap_or_default(),
+                v["restored_to"].as_str().unwrap_or_default(),
+                v["chunks_changed"]
+            );
+            Ok(())
+        }
+        Command::Merge { volume } => {
+            let v = admin::call(&cli.data, &admin::Request::Merge { volume })?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
         Command::Volume(VolumeCommand::List { json }) => {
             let dd = DataDir::open(&cli.data)?;
             let list = dd.list()?;
@@ -177,6 +374,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+    }
+}
+
+impl PointArgs {
+    /// (µs since the epoch, bookmark name)
+    fn resolve(&self) -> anyhow::Result<(Option<u64>, Option<String>)> {
+        match &self.at {
+            Some(text) => {
+                let ts = rewind::volume::parse_point(text, rewind::volume::now_micros())
+                    .map_err(anyhow::Error::msg)?;
+                Ok((Some(ts), None))
+            }
+            None => Ok((None, self.bookmark.clone())),
         }
     }
 }

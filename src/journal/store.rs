@@ -814,7 +814,9 @@ impl Shared {
     }
 
     fn allocation_current(&self, lba: u64, max: u64) -> Result<(Allocation, u64), StorageError> {
-        self.check_range(lba, max.max(1))?;
+        // `max` bounds the answer; it may reach past the end of the volume (GET LBA STATUS).
+        self.check_range(lba, 1)?;
+        let max = max.max(1).min(self.num_blocks - lba);
         let c = lba / self.bpc;
         let (clba, cblocks) = self.chunk_range(c);
         let chunk_end = clba + cblocks;

@@ -81,6 +81,13 @@ impl TargetContext {
         }
     }
 
+    pub fn remove_target(&self, name: &str) -> Option<Arc<Target>> {
+        self.targets
+            .write()
+            .ok()?
+            .remove(&name.to_ascii_lowercase())
+    }
+
     pub fn target(&self, name: &str) -> Option<Arc<Target>> {
         self.targets
             .read()

@@ -451,7 +451,11 @@ mod tests {
 
     #[test]
     fn numeric_results_follow_min_and_max_rules() {
-        let cfg = IscsiConfig { max_burst_length: 65536, first_burst_length: 65536, ..IscsiConfig::default() };
+        let cfg = IscsiConfig {
+            max_burst_length: 65536,
+            first_burst_length: 65536,
+            ..IscsiConfig::default()
+        };
         let mut n = Negotiator::new(cfg);
         let out = n
             .process(

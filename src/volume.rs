@@ -1,0 +1,377 @@
+//! Volumes as the daemon runs them: the backing store, the CDP journal wrapped around it, the
+//! logical unit that serves it, and the point-in-time views exported from it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::config::default_target_name;
+use crate::datadir::{DataDir, VolumeMeta};
+use crate::journal::{JournalConfig, JournaledStore};
+use crate::scsi::{LogicalUnit, LuConfig};
+use crate::storage::{BlockStore, FileStore};
+use crate::target::session::lock;
+use crate::target::{Target, TargetContext};
+
+/// One served volume.
+pub struct Volume {
+    pub meta: VolumeMeta,
+    pub journal: Option<Arc<JournaledStore>>,
+    pub lu: Arc<LogicalUnit>,
+}
+
+/// A point-in-time view exported as a read-only target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ViewInfo {
+    pub target: String,
+    pub volume: String,
+    /// The time asked for, µs since the epoch.
+    pub requested: u64,
+    /// The retained point the view reads (equal to `requested` unless merged history rounded it).
+    pub point: u64,
+    /// Ports whose journal may be incomplete at this point (empty: the view is complete).
+    pub invalid_ports: Vec<u64>,
+}
+
+/// Everything the daemon serves.
+pub struct Registry {
+    pub ctx: Arc<TargetContext>,
+    pub dd: DataDir,
+    pub journal: JournalConfig,
+    volumes: Mutex<BTreeMap<String, Arc<Volume>>>,
+    views: Mutex<BTreeMap<String, ViewInfo>>,
+}
+
+fn lu_config(meta: &VolumeMeta, read_only: bool, id: u64, name: String) -> LuConfig {
+    LuConfig {
+        name,
+        serial: format!("{id:016x}"),
+        naa_id: id,
+        vendor: "REWIND".into(),
+        product: "rewind volume".into(),
+        revision: env!("CARGO_PKG_VERSION")
+            .chars()
+            .filter(|c| *c != '.')
+            .take(4)
+            .collect(),
+        read_only,
+        thin: meta.path.is_none(),
+    }
+}
+
+/// Format a journal time stamp (µs since the epoch) for people.
+pub fn format_stamp(ts: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(ts);
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// Parse a point in time: an RFC 3339 time ("2026-11-23T10:00:00Z") or an age ("5m", "2h 30m")
+/// meaning that long ago. Returns µs since the epoch.
+pub fn parse_point(text: &str, now_micros: u64) -> Result<u64, String> {
+    let text = text.trim();
+    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
+        return t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .map_err(|_| format!("{text:?} is before 1970"));
+    }
+    let ago = text.strip_suffix(" ago").unwrap_or(text);
+    match humantime::parse_duration(ago) {
+        Ok(d) => Ok(now_micros.saturating_sub(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))),
+        Err(_) => Err(format!(
+            "cannot read the time {text:?}: give an RFC 3339 time like 2026-11-23T10:00:00Z or an age like 5m or 2h30m"
+        )),
+    }
+}
+
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Registry {
+    pub fn new(ctx: Arc<TargetContext>, dd: DataDir, journal: JournalConfig) -> Arc<Registry> {
+        Arc::new(Registry {
+            ctx,
+            dd,
+            journal,
+            volumes: Mutex::new(BTreeMap::new()),
+            views: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Open a volume: its backing store, its journal (unless switched off), its logical unit.
+    pub fn open_volume(&self, meta: &VolumeMeta) -> anyhow::Result<Arc<Volume>> {
+        let path = self.dd.data_path(meta);
+        let file = FileStore::open(&path, meta.block_size, meta.read_only)
+            .with_context(|| format!("opening volume {:?} at {}", meta.name, path.display()))?;
+        let file: Arc<dyn BlockStore> = Arc::new(file);
+        let journaled = meta.journal && self.journal.enabled && !meta.read_only;
+        let (store, journal) = if journaled {
+            let dir = self.dd.volume_dir(&meta.name).join("journal");
+            let j = JournaledStore::open(&dir, file, self.journal.clone()).with_context(|| {
+                format!(
+                    "opening the journal of volume {:?} in {}",
+                    meta.name,
+                    dir.display()
+                )
+            })?;
+            let report = j.recovery_report();
+            tracing::info!(volume = %meta.name, recovery = ?report, "journal open");
+            let j = Arc::new(j);
+            (j.clone() as Arc<dyn BlockStore>, Some(j))
+        } else {
+            (file, None)
+        };
+        let lu = Arc::new(LogicalUnit::new(
+            lu_config(meta, meta.read_only, meta.id, meta.name.clone()),
+            store,
+        ));
+        let v = Arc::new(Volume {
+            meta: meta.clone(),
+            journal,
+            lu,
+        });
+        lock(&self.volumes).insert(meta.name.clone(), v.clone());
+        Ok(v)
+    }
+
+    pub fn volume(&self, name: &str) -> Option<Arc<Volume>> {
+        lock(&self.volumes).get(name).cloned()
+    }
+
+    pub fn volumes(&self) -> Vec<Arc<Volume>> {
+        lock(&self.volumes).values().cloned().collect()
+    }
+
+    /// Serve a volume as its own target (`iqn.2026-11.dev.rewind:NAME`, LUN 0).
+    pub fn add_default_target(&self, v: &Volume) {
+        let mut luns = BTreeMap::new();
+        luns.insert(0, v.lu.clone());
+        self.ctx.add_target(Target {
+            name: default_target_name(&v.meta.name),
+            alias: Some(v.meta.name.clone()),
+            luns,
+        });
+    }
+
+    fn journal_of(&self, volume: &str) -> Result<(Arc<Volume>, Arc<JournaledStore>), String> {
+        let v = self
+            .volume(volume)
+            .ok_or_else(|| format!("no volume named {volume:?} (see `rewind volume list`)"))?;
+        let j = v
+            .journal
+            .clone()
+            .ok_or_else(|| format!("volume {volume:?} is not journaled, so it has no history"))?;
+        Ok((v, j))
+    }
+
+    /// Export the volume as it was at `ts` as a read-only target.
+    pub fn export_view(
+        &self,
+        volume: &str,
+        ts: u64,
+        name: Option<&str>,
+    ) -> Result<ViewInfo, String> {
+        let (v, j) = self.journal_of(volume)?;
+        if ts > j.last_stamp().max(now_micros()) {
+            return Err("that time is in the future".into());
+        }
+        let view = j.view(ts).map_err(|e| e.to_string())?;
+        let point = view.point();
+        let invalid_ports = view.invalid_ports().map_err(|e| e.to_string())?;
+        let suffix = name
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("at-{point}"));
+        crate::config::check_volume_name(&suffix).map_err(|e| e.to_string())?;
+        let target = format!("{}-{}", default_target_name(volume), suffix);
+        if self.ctx.target(&target).is_some() {
+            return Err(format!("a target named {target} already exists"));
+        }
+        // A distinct identity per view, so initiators never mistake it for the live volume.
+        let id = v.meta.id ^ point.rotate_left(17) ^ 0x5649_4557_0000_0000;
+        let store: Arc<dyn BlockStore> = Arc::new(view);
+        let lu = Arc::new(LogicalUnit::new(
+            lu_config(&v.meta, true, id, format!("{volume}@{point}")),
+            store,
+        ));
+        let mut luns = BTreeMap::new();
+        luns.insert(0, lu);
+        self.ctx.add_target(Target {
+            name: target.clone(),
+            alias: Some(format!("{volume} at {}", format_stamp(point))),
+            luns,
+        });
+        let info = ViewInfo {
+            target: target.clone(),
+            volume: volume.to_string(),
+            requested: ts,
+            point,
+            invalid_ports,
+        };
+        lock(&self.views).insert(target.to_ascii_lowercase(), info.clone());
+        tracing::info!(%target, volume, point = %format_stamp(point), "view exported");
+        Ok(info)
+    }
+
+    pub fn views(&self) -> Vec<ViewInfo> {
+        lock(&self.views).values().cloned().collect()
+    }
+
+    /// Stop exporting a view: its sessions are closed.
+    pub fn remove_view(&self, target: &str) -> Result<ViewInfo, String> {
+        let info = lock(&self.views)
+            .remove(&target.to_ascii_lowercase())
+            .ok_or_else(|| format!("no exported view named {target} (see `rewind view list`)"))?;
+        if let Some(t) = self.ctx.remove_target(&info.target) {
+            for s in self.ctx.sessions.all() {
+                if s.target.as_ref().is_some_and(|x| Arc::ptr_eq(x, &t)) {
+                    s.close();
+                }
+            }
+        }
+        Ok(info)
+    }
+
+    pub fn bookmark(&self, volume: &str, name: &str) -> Result<u64, String> {
+        let (_, j) = self.journal_of(volume)?;
+        j.bookmark(name).map_err(|e| e.to_string())
+    }
+
+    /// Resolve a bookmark name to its time stamp.
+    pub fn bookmark_stamp(&self, volume: &str, name: &str) -> Result<u64, String> {
+        let (_, j) = self.journal_of(volume)?;
+        let marks = j.bookmarks().map_err(|e| e.to_string())?;
+        marks
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ts)| ts)
+            .ok_or_else(|| format!("volume {volume:?} has no bookmark {name:?}"))
+    }
+
+    pub fn history(&self, volume: &str) -> Result<serde_json::Value, String> {
+        let (v, j) = self.journal_of(volume)?;
+        let bookmarks: Vec<serde_json::Value> = j
+            .bookmarks()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(name, ts)| serde_json::json!({ "name": name, "time": format_stamp(ts), "stamp": ts }))
+            .collect();
+        let now = j.last_stamp();
+        let marks = j
+            .consistency_marks(0, u64::MAX)
+            .map_err(|e| e.to_string())?;
+        let invalid = j.invalid_ports(0, u64::MAX).map_err(|e| e.to_string())?;
+        Ok(serde_json::json!({
+            "volume": v.meta.name,
+            "newest": format_stamp(now),
+            "newest_stamp": now,
+            "entries": j.primary_entries(),
+            "consistency_marks": marks.len(),
+            "last_consistency_mark": marks.last().map(|ts| format_stamp(*ts)),
+            "bookmarks": bookmarks,
+            "invalid_ports": invalid,
+            "retention": self.journal.retention,
+        }))
+    }
+
+    /// Roll the volume back to `ts` (journaled, so it can itself be undone).
+    pub fn restore(&self, volume: &str, ts: u64, force: bool) -> Result<u64, String> {
+        let (_, j) = self.journal_of(volume)?;
+        let target = default_target_name(volume);
+        let busy = self
+            .ctx
+            .sessions
+            .all()
+            .iter()
+            .filter(|s| {
+                s.target_name()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(&target))
+            })
+            .count();
+        if busy > 0 && !force {
+            return Err(format!(
+                "{busy} initiator session(s) are logged in to {target}; log them out first (or pass --force to restore under them)"
+            ));
+        }
+        let start = std::time::Instant::now();
+        let changed = j
+            .restore_to(ts, &mut |_, _| {})
+            .map_err(|e| e.to_string())?;
+        tracing::info!(volume, to = %format_stamp(ts), changed, elapsed = ?start.elapsed(), "restore complete");
+        Ok(changed)
+    }
+
+    pub fn merge(&self, volume: &str) -> Result<String, String> {
+        let (_, j) = self.journal_of(volume)?;
+        j.merge()
+            .map(|r| format!("{r:?}"))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Background merge of every journal at the configured interval.
+    pub fn spawn_merger(self: &Arc<Self>) {
+        let every = self.journal.merge_interval.0;
+        if every.is_zero() {
+            return;
+        }
+        let reg = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = reg.ctx.shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                for v in reg.volumes() {
+                    if let Some(j) = v.journal.clone() {
+                        let name = v.meta.name.clone();
+                        match tokio::task::spawn_blocking(move || j.merge()).await {
+                            Ok(Ok(report)) => tracing::debug!(volume = %name, ?report, "merge"),
+                            Ok(Err(e)) => {
+                                tracing::warn!(volume = %name, error = %e, "merge failed")
+                            }
+                            Err(e) => {
+                                tracing::warn!(volume = %name, error = %e, "merge task failed")
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Is there a journal directory for this volume (for offline tools)?
+pub fn has_journal(dd: &DataDir, name: &str) -> bool {
+    Path::new(&dd.volume_dir(name)).join("journal").is_dir()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_in_time_parse() {
+        let now = 1_800_000_000_000_000;
+        assert_eq!(parse_point("5m", now), Ok(now - 300_000_000));
+        assert_eq!(parse_point("1h 30m ago", now), Ok(now - 5_400_000_000));
+        assert_eq!(
+            parse_point("2026-11-23T10:00:00Z", now),
+            Ok(1_795_428_000_000_000)
+        );
+        assert!(parse_point("yesterday-ish", now)
+            .unwrap_err()
+            .contains("RFC 3339"));
+        assert_eq!(
+            format_stamp(1_795_428_000_000_000),
+            "2026-11-23T10:00:00.000000Z"
+        );
+    }
+}
