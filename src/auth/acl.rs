@@ -72,7 +72,7 @@ impl InitiatorAcl {
             return true;
         }
         let initiator = normalize(initiator.trim());
-        !initiator.is_empty() && self.names.iter().any(|n| *n == initiator)
+        !initiator.is_empty() && self.names.contains(&initiator)
     }
 }
 
@@ -187,7 +187,10 @@ mod tests {
         );
         assert_eq!(
             p.visible_targets("iqn.2000-01.com.example:stranger", all),
-            vec!["iqn.2026-11.dev.rewind:shared", "iqn.2026-11.dev.rewind:vol0"]
+            vec![
+                "iqn.2026-11.dev.rewind:shared",
+                "iqn.2026-11.dev.rewind:vol0"
+            ]
         );
     }
 }

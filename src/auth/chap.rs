@@ -254,11 +254,9 @@ impl ChapServer {
         let state = std::mem::replace(&mut self.state, ServerState::Failed);
         let result = match state {
             ServerState::AwaitAlgorithm => self.on_algorithm(pairs),
-            ServerState::AwaitResponse {
-                alg,
-                id,
-                challenge,
-            } => self.on_response(pairs, alg, id, &challenge),
+            ServerState::AwaitResponse { alg, id, challenge } => {
+                self.on_response(pairs, alg, id, &challenge)
+            }
             ServerState::Done | ServerState::Failed => Err(AuthError::Finished),
         };
         if let Ok(ChapStep::Done(_)) = &result {
@@ -302,11 +300,7 @@ impl ChapServer {
             (KEY_C.to_string(), encode_hex(&challenge)),
         ];
         self.negotiated = Some(alg);
-        self.state = ServerState::AwaitResponse {
-            alg,
-            id,
-            challenge,
-        };
+        self.state = ServerState::AwaitResponse { alg, id, challenge };
         Ok(ChapStep::Continue(keys))
     }
 
@@ -530,7 +524,9 @@ pub fn decode_binary(key: &'static str, v: &str) -> Result<Vec<u8>, AuthError> {
     } else if let Some(b) = v.strip_prefix("0b").or_else(|| v.strip_prefix("0B")) {
         decode_base64(b).ok_or_else(|| malformed("not base64"))?
     } else {
-        return Err(malformed("binary values start with 0x (hex) or 0b (base64)"));
+        return Err(malformed(
+            "binary values start with 0x (hex) or 0b (base64)",
+        ));
     };
     if bytes.len() > MAX_BINARY_LEN {
         return Err(malformed("longer than 1024 bytes"));
@@ -606,7 +602,10 @@ mod tests {
         let challenge: Vec<u8> = (0u8..16).collect();
         let cases = [
             (ChapAlgorithm::Md5, "77f9732ddd1418b6d332f1d5f33af1bc"),
-            (ChapAlgorithm::Sha1, "27ee4fcbb1a11a24487c704e73b078b17cb6cc8e"),
+            (
+                ChapAlgorithm::Sha1,
+                "27ee4fcbb1a11a24487c704e73b078b17cb6cc8e",
+            ),
             (
                 ChapAlgorithm::Sha256,
                 "9cd0c2e0730336edaca0abf91ebea958f5bbc088de74e64a19d6e73217975f11",
@@ -716,7 +715,10 @@ mod tests {
     fn waits_for_chap_a() {
         let mut server = ChapServer::new(config(false));
         let step = server
-            .step(&kv(&[("AuthMethod", "CHAP,None"), ("InitiatorName", "iqn.x")]))
+            .step(&kv(&[
+                ("AuthMethod", "CHAP,None"),
+                ("InitiatorName", "iqn.x"),
+            ]))
             .unwrap();
         assert_eq!(step, ChapStep::Continue(Vec::new()));
         let mut client = ChapInitiator::new("alice", Secret::from(SECRET));
@@ -793,7 +795,11 @@ mod tests {
         let mut out = String::new();
         for chunk in data.chunks(3) {
             let n = chunk.len();
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             for i in 0..=n {
                 out.push(A[((v >> (18 - 6 * i)) & 63) as usize] as char);
@@ -814,11 +820,16 @@ mod tests {
             decode_base64("d/lzLd0UGLbTMvHV8zrxvA==").map(hex::encode),
             Some("77f9732ddd1418b6d332f1d5f33af1bc".into())
         );
-        assert_eq!(decode_base64("d/lzLd0UGLbTMvHV8zrxvA").map(|v| v.len()), Some(16));
+        assert_eq!(
+            decode_base64("d/lzLd0UGLbTMvHV8zrxvA").map(|v| v.len()),
+            Some(16)
+        );
         assert_eq!(decode_base64("TWFu"), Some(b"Man".to_vec()));
         assert_eq!(decode_base64("TWE="), Some(b"Ma".to_vec()));
         assert_eq!(decode_base64("TQ=="), Some(b"M".to_vec()));
-        for bad in ["", "=", "T", "TQ=", "TQ===", "TR==", "TW-u", "T=Fu", "TWFu\n"] {
+        for bad in [
+            "", "=", "T", "TQ=", "TQ===", "TR==", "TW-u", "T=Fu", "TWFu\n",
+        ] {
             assert_eq!(decode_base64(bad), None, "{bad:?}");
         }
         for data in [&b""[..], b"a", b"ab", b"abc", b"abcd", &[0xff; 33]] {
@@ -834,17 +845,20 @@ mod tests {
     #[test]
     fn malformed_values_are_errors() {
         let bad_responses = [
-            "0x123",         // odd hex
-            "0x",            // empty
-            "0xzz",          // not hex
-            "0b!!!!",        // not base64
-            "12345678",      // no prefix
-            "",              // empty
-            "0b",            // empty base64
+            "0x123",    // odd hex
+            "0x",       // empty
+            "0xzz",     // not hex
+            "0b!!!!",   // not base64
+            "12345678", // no prefix
+            "",         // empty
+            "0b",       // empty base64
         ];
         for r in bad_responses {
             let e = answer_with(false, |_, _, _| kv(&[(KEY_N, "alice"), (KEY_R, r)])).unwrap_err();
-            assert!(matches!(e, AuthError::Malformed { key: KEY_R, .. }), "{r:?}: {e:?}");
+            assert!(
+                matches!(e, AuthError::Malformed { key: KEY_R, .. }),
+                "{r:?}: {e:?}"
+            );
             assert_eq!(e.login_status(), LoginStatus::AUTHENTICATION_FAILURE);
         }
         // Too long, in both encodings.
@@ -920,7 +934,10 @@ mod tests {
             let ChapStep::Done(keys) = exchange(&mut server, &mut client, &[alg]).unwrap() else {
                 panic!()
             };
-            assert_eq!(client.verify_target(&keys), Err(AuthError::BadTargetResponse));
+            assert_eq!(
+                client.verify_target(&keys),
+                Err(AuthError::BadTargetResponse)
+            );
         }
     }
 

@@ -59,3 +59,26 @@ pub mod secrets;
 pub use acl::{AccessPolicy, InitiatorAcl};
 pub use chap::{AuthError, ChapAlgorithm, ChapConfig, ChapServer, ChapStep};
 pub use secrets::{Secret, SecretError, SecretWarning};
+
+use std::collections::HashMap;
+
+/// Everything the login layer needs, loaded once from the config (secret files read):
+/// built by `Config::load_auth`.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    /// CHAP credentials by lower-cased target name; a target not here needs no CHAP.
+    pub targets: HashMap<String, ChapConfig>,
+    /// CHAP credentials for discovery sessions, if they need CHAP.
+    pub discovery: Option<ChapConfig>,
+    /// Initiator lists.
+    pub policy: AccessPolicy,
+    /// Things to log at startup (for example secrets files others can read).
+    pub warnings: Vec<SecretWarning>,
+}
+
+impl AuthSettings {
+    /// The CHAP credentials a normal session to `target` must prove, if any.
+    pub fn chap_for_target(&self, target: &str) -> Option<&ChapConfig> {
+        self.targets.get(&target.to_lowercase())
+    }
+}

@@ -250,7 +250,9 @@ mod tests {
             check_secret_len(&Secret::new(vec![b'a'; 256])),
             Err(SecretError::TooLong { len: 256 })
         ));
-        let msg = check_secret_len(&Secret::from("x")).unwrap_err().to_string();
+        let msg = check_secret_len(&Secret::from("x"))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("at least 12"), "{msg}");
     }
 
