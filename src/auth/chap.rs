@@ -949,11 +949,23 @@ mod tests {
                 (KEY_N, "alice"),
                 (KEY_R, &encode_hex(&r)),
                 (KEY_I, "0x2a"),
-                (KEY_C, "0b" /* 00 01 .. 0f */),
+                (KEY_C, "0b"),
             ])
         });
         // "0b" alone is malformed.
         assert!(matches!(step, Err(AuthError::Malformed { key: KEY_C, .. })));
+
+        // The challenge 00 01 .. 0f in base64 gets the same answer as in hex below.
+        let from_base64 = answer_with(true, |alg, id, c| {
+            let r = chap_response(alg, id, SECRET.as_bytes(), &c);
+            kv(&[
+                (KEY_N, "alice"),
+                (KEY_R, &encode_hex(&r)),
+                (KEY_I, "42"),
+                (KEY_C, "0bAAECAwQFBgcICQoLDA0ODw=="),
+            ])
+        })
+        .unwrap();
 
         let step = answer_with(true, |alg, id, c| {
             let r = chap_response(alg, id, SECRET.as_bytes(), &c);
@@ -975,6 +987,7 @@ mod tests {
             step,
             ChapStep::Done(kv(&[(KEY_N, "rewind-target"), (KEY_R, &encode_hex(&want))]))
         );
+        assert_eq!(from_base64, step);
     }
 
     #[test]
