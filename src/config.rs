@@ -12,6 +12,17 @@
 //! [[target]]
 //! name = "iqn.2026-11.dev.rewind:db"
 //! luns = ["db"]
+//! allowed_initiators = ["iqn.1994-05.com.redhat:host-a"]   # absent: every initiator
+//!
+//! [target.auth]                                # CHAP for this target (docs/security.md)
+//! user = "host-a"
+//! secret_file = "/etc/rewind/db.secret"        # or: secret = "..." (12-255 bytes)
+//! mutual_user = "rewind"                       # mutual CHAP: the target proves itself too
+//! mutual_secret_file = "/etc/rewind/db-mutual.secret"
+//!
+//! [discovery_auth]                             # CHAP for SendTargets discovery sessions
+//! user = "discover"
+//! secret = "another-long-secret"
 //! ```
 
 use std::collections::HashSet;
@@ -20,6 +31,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::auth::secrets::{check_secret_len, Secret, SecretWarning};
+use crate::auth::{AccessPolicy, AuthSettings, ChapConfig, InitiatorAcl};
 
 /// Prefix of the target names rewind makes up for volumes that no `[[target]]` names.
 pub const DEFAULT_IQN_PREFIX: &str = "iqn.2026-11.dev.rewind";
@@ -56,6 +70,9 @@ pub struct Config {
     pub iscsi: IscsiConfig,
     /// Continuous data protection settings for every journaled volume.
     pub journal: crate::journal::JournalConfig,
+    /// CHAP for discovery sessions; absent: discovery needs no authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_auth: Option<ChapAuthConfig>,
 }
 
 impl Default for Config {
@@ -67,6 +84,7 @@ impl Default for Config {
             targets: Vec::new(),
             iscsi: IscsiConfig::default(),
             journal: crate::journal::JournalConfig::default(),
+            discovery_auth: None,
         }
     }
 }
@@ -103,6 +121,169 @@ pub struct TargetConfig {
     pub alias: Option<String>,
     /// Volume names; LUN numbers follow the order, from 0.
     pub luns: Vec<String>,
+    /// Initiator names allowed to log in (`"*"` = all); absent: every initiator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_initiators: Option<Vec<String>>,
+    /// CHAP credentials initiators must prove (`[target.auth]`); absent: no CHAP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ChapAuthConfig>,
+}
+
+/// CHAP credentials: `[target.auth]` or `[discovery_auth]`. The secrets are given inline or,
+/// better, in a file readable only by rewind (first line, trimmed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChapAuthConfig {
+    /// The CHAP name the initiator sends (`CHAP_N`).
+    pub user: Option<String>,
+    pub secret: Option<Secret>,
+    pub secret_file: Option<PathBuf>,
+    /// Mutual CHAP: the name the target answers with.
+    pub mutual_user: Option<String>,
+    pub mutual_secret: Option<Secret>,
+    pub mutual_secret_file: Option<PathBuf>,
+}
+
+impl ChapAuthConfig {
+    /// Check what can be checked without reading files; `what` names the section in
+    /// messages (`target "iqn...": auth`).
+    pub fn validate(&self, what: &str) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(format!("{what}: {m}")));
+        let has_mutual = self.mutual_user.is_some()
+            || self.mutual_secret.is_some()
+            || self.mutual_secret_file.is_some();
+        let Some(user) = &self.user else {
+            if has_mutual {
+                return invalid(
+                    "mutual CHAP needs one-way CHAP too: set user and secret (or secret_file)"
+                        .into(),
+                );
+            }
+            return invalid("set user and secret (or secret_file) for CHAP".into());
+        };
+        check_chap_name(user).or_else(|m| invalid(format!("user: {m}")))?;
+        check_secret_source(&self.secret, &self.secret_file, "secret").or_else(&invalid)?;
+        if has_mutual {
+            let Some(mutual_user) = &self.mutual_user else {
+                return invalid(
+                    "mutual CHAP needs mutual_user (the name the target answers with)".into(),
+                );
+            };
+            check_chap_name(mutual_user).or_else(|m| invalid(format!("mutual_user: {m}")))?;
+            check_secret_source(
+                &self.mutual_secret,
+                &self.mutual_secret_file,
+                "mutual_secret",
+            )
+            .or_else(&invalid)?;
+            if let (Some(a), Some(b)) = (&self.secret, &self.mutual_secret) {
+                if a == b {
+                    return invalid(
+                        "mutual_secret must differ from secret (RFC 7143: a secret authenticates one direction only)"
+                            .into(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Validate, read secret files, and return the credentials with warnings to log.
+    pub fn load(&self, what: &str) -> Result<(ChapConfig, Vec<SecretWarning>), ConfigError> {
+        self.validate(what)?;
+        let mut warnings = Vec::new();
+        let mut read = |inline: &Option<Secret>, file: &Option<PathBuf>, key: &str| {
+            let secret = match (inline, file) {
+                (Some(s), _) => s.clone(),
+                (None, Some(path)) => {
+                    let (s, w) = Secret::from_file(path)
+                        .map_err(|e| ConfigError::Invalid(format!("{what}: {key}_file: {e}")))?;
+                    warnings.extend(w);
+                    s
+                }
+                (None, None) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "{what}: give {key} or {key}_file"
+                    )))
+                }
+            };
+            check_secret_len(&secret)
+                .map_err(|e| ConfigError::Invalid(format!("{what}: {key}: {e}")))?;
+            Ok::<Secret, ConfigError>(secret)
+        };
+        let secret = read(&self.secret, &self.secret_file, "secret")?;
+        let mutual = match &self.mutual_user {
+            Some(u) => Some((
+                u.clone(),
+                read(
+                    &self.mutual_secret,
+                    &self.mutual_secret_file,
+                    "mutual_secret",
+                )?,
+            )),
+            None => None,
+        };
+        if let Some((_, m)) = &mutual {
+            if *m == secret {
+                return Err(ConfigError::Invalid(format!(
+                    "{what}: mutual_secret must differ from secret (RFC 7143: a secret authenticates one direction only)"
+                )));
+            }
+        }
+        let user = self.user.clone().unwrap_or_default();
+        Ok((
+            ChapConfig {
+                username: user,
+                secret,
+                mutual,
+            },
+            warnings,
+        ))
+    }
+}
+
+/// A CHAP name is sent as a text value: 1-255 bytes, no control characters.
+fn check_chap_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) {
+        Err(format!(
+            "{name:?} is not a usable CHAP name (1-255 bytes, no control characters)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Exactly one of `KEY` and `KEY_file`; an inline secret of an acceptable length.
+fn check_secret_source(
+    inline: &Option<Secret>,
+    file: &Option<PathBuf>,
+    key: &str,
+) -> Result<(), String> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(format!("give {key} or {key}_file, not both")),
+        (None, None) => Err(format!("give {key} or {key}_file")),
+        (Some(s), None) => check_secret_len(s).map_err(|e| format!("{key}: {e}")),
+        (None, Some(p)) if p.as_os_str().is_empty() => Err(format!("{key}_file is empty")),
+        (None, Some(_)) => Ok(()),
+    }
+}
+
+/// An initiator name in an ACL: an iSCSI name (iqn., eui., naa.) or `*`.
+fn check_initiator_name(name: &str) -> Result<(), ConfigError> {
+    let lower = name.to_ascii_lowercase();
+    let well_formed =
+        (lower.starts_with("iqn.") || lower.starts_with("eui.") || lower.starts_with("naa."))
+            && name.len() <= 223
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    if name == "*" || well_formed {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "allowed_initiators: {name:?} is not an iSCSI name (iqn.YYYY-MM.reversed.domain:name) or \"*\""
+        )))
+    }
 }
 
 /// What the target offers in login negotiation, and its limits.
@@ -236,6 +417,39 @@ impl Config {
             .collect()
     }
 
+    /// The initiator lists of the configured targets.
+    pub fn access_policy(&self) -> AccessPolicy {
+        let mut policy = AccessPolicy::new();
+        for t in &self.targets {
+            if let Some(list) = &t.allowed_initiators {
+                policy.set(&t.name, InitiatorAcl::new(list));
+            }
+        }
+        policy
+    }
+
+    /// Read the CHAP secrets (files included) and build what the login layer needs. Call at
+    /// startup and on reload; log the returned warnings.
+    pub fn load_auth(&self) -> Result<AuthSettings, ConfigError> {
+        let mut settings = AuthSettings {
+            policy: self.access_policy(),
+            ..AuthSettings::default()
+        };
+        for t in &self.targets {
+            if let Some(auth) = &t.auth {
+                let (chap, warnings) = auth.load(&format!("target {:?}: auth", t.name))?;
+                settings.warnings.extend(warnings);
+                settings.targets.insert(t.name.to_lowercase(), chap);
+            }
+        }
+        if let Some(auth) = &self.discovery_auth {
+            let (chap, warnings) = auth.load("discovery_auth")?;
+            settings.warnings.extend(warnings);
+            settings.discovery = Some(chap);
+        }
+        Ok(settings)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.is_empty() {
             return Err(ConfigError::Invalid(
@@ -291,6 +505,28 @@ impl Config {
                     )));
                 }
             }
+            if let Some(list) = &t.allowed_initiators {
+                if list.is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "target {:?}: allowed_initiators is empty, so no initiator could log in; list names, use [\"*\"], or remove the key",
+                        t.name
+                    )));
+                }
+                for name in list {
+                    check_initiator_name(name).map_err(|e| match e {
+                        ConfigError::Invalid(m) => {
+                            ConfigError::Invalid(format!("target {:?}: {m}", t.name))
+                        }
+                        other => other,
+                    })?;
+                }
+            }
+            if let Some(auth) = &t.auth {
+                auth.validate(&format!("target {:?}: auth", t.name))?;
+            }
+        }
+        if let Some(auth) = &self.discovery_auth {
+            auth.validate("discovery_auth")?;
         }
         self.journal
             .validate()
@@ -359,6 +595,8 @@ mod tests {
             name: "iqn.2026-11.x:y".into(),
             alias: None,
             luns: vec!["nope".into()],
+            allowed_initiators: None,
+            auth: None,
         });
         let e = c.validate().expect_err("unknown volume").to_string();
         assert!(e.contains("which no [[volume]] defines"), "{e}");
@@ -388,5 +626,172 @@ mod tests {
             .to_string()
             .contains("ADDR:PORT"));
         assert!(check_volume_name("../etc").is_err());
+    }
+
+    fn with_target(extra: &str) -> Result<Config, String> {
+        let text = format!(
+            r#"
+            [[volume]]
+            name = "db"
+            size = "1MiB"
+            [[target]]
+            name = "iqn.2026-11.dev.rewind:db"
+            luns = ["db"]
+            {extra}
+            "#
+        );
+        let c: Config = toml::from_str(&text).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn configs_without_auth_stay_valid() {
+        let c = with_target("").expect("valid");
+        assert_eq!(c.targets[0].auth, None);
+        assert_eq!(c.targets[0].allowed_initiators, None);
+        assert_eq!(c.discovery_auth, None);
+        let auth = c.load_auth().expect("loads");
+        assert!(auth.targets.is_empty() && auth.discovery.is_none());
+        assert!(auth
+            .policy
+            .allows("iqn.2026-11.dev.rewind:db", "iqn.2000-01.x:any"));
+    }
+
+    #[test]
+    fn auth_and_acl_sections_parse_and_load() {
+        let c = with_target(
+            r#"
+            allowed_initiators = ["iqn.1994-05.com.redhat:host-a"]
+            [target.auth]
+            user = "host-a"
+            secret = "initiator-secret"
+            mutual_user = "rewind"
+            mutual_secret = "target-secret-1"
+            [discovery_auth]
+            user = "discover"
+            secret = "discovery-secret"
+            "#,
+        )
+        .expect("valid");
+        let auth = c.load_auth().expect("loads");
+        let chap = auth
+            .chap_for_target("IQN.2026-11.dev.rewind:DB")
+            .expect("target has CHAP");
+        assert_eq!(chap.username, "host-a");
+        assert_eq!(chap.secret.expose(), b"initiator-secret");
+        assert_eq!(chap.mutual.as_ref().map(|m| m.0.as_str()), Some("rewind"));
+        assert_eq!(
+            auth.discovery.as_ref().map(|d| d.username.as_str()),
+            Some("discover")
+        );
+        assert!(auth.warnings.is_empty());
+        assert!(auth
+            .policy
+            .allows("iqn.2026-11.dev.rewind:db", "iqn.1994-05.com.redhat:HOST-A"));
+        assert!(!auth
+            .policy
+            .allows("iqn.2026-11.dev.rewind:db", "iqn.1994-05.com.redhat:host-b"));
+        // Secrets never show in Debug output or in a serialized config.
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("initiator-secret") && debug.contains("***"),
+            "{debug}"
+        );
+        let text = toml::to_string(&c).expect("serializes");
+        assert!(!text.contains("initiator-secret"), "{text}");
+    }
+
+    #[test]
+    fn auth_validation_messages() {
+        let cases = [
+            ("[target.auth]\nsecret = \"long-enough-secret\"", "set user and secret"),
+            (
+                "[target.auth]\nmutual_user = \"t\"\nmutual_secret = \"long-enough-secret\"",
+                "mutual CHAP needs one-way CHAP too",
+            ),
+            ("[target.auth]\nuser = \"u\"", "give secret or secret_file"),
+            (
+                "[target.auth]\nuser = \"u\"\nsecret = \"long-enough-secret\"\nsecret_file = \"/x\"",
+                "not both",
+            ),
+            ("[target.auth]\nuser = \"u\"\nsecret = \"short\"", "at least 12"),
+            (
+                "[target.auth]\nuser = \"u\"\nsecret = \"long-enough-secret\"\nmutual_secret = \"other-long-secret\"",
+                "needs mutual_user",
+            ),
+            (
+                "[target.auth]\nuser = \"u\"\nsecret = \"long-enough-secret\"\nmutual_user = \"t\"",
+                "give mutual_secret or mutual_secret_file",
+            ),
+            (
+                "[target.auth]\nuser = \"u\"\nsecret = \"long-enough-secret\"\nmutual_user = \"t\"\nmutual_secret = \"long-enough-secret\"",
+                "must differ",
+            ),
+            ("[target.auth]\nuser = \"\"\nsecret = \"long-enough-secret\"", "not a usable CHAP name"),
+            ("[target.auth]\nuser = \"u\"\npassword = \"x\"", "unknown field"),
+            ("allowed_initiators = []", "allowed_initiators is empty"),
+            ("allowed_initiators = [\"host-a\"]", "not an iSCSI name"),
+        ];
+        for (extra, want) in cases {
+            let e = with_target(extra).expect_err(extra);
+            assert!(e.contains(want), "{extra}: {e}");
+            assert!(!e.contains("long-enough-secret"), "{e}");
+        }
+        let e = toml::from_str::<Config>("[discovery_auth]\nuser = \"d\"")
+            .expect("parses")
+            .validate()
+            .expect_err("no secret")
+            .to_string();
+        assert!(e.contains("discovery_auth: give secret"), "{e}");
+        assert!(with_target("allowed_initiators = [\"*\"]").is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_load_with_warnings_and_length_checks() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, body: &str, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, body).expect("write");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            p
+        };
+        let good = write("good", "initiator-secret\n", 0o600);
+        let open = write("open", "mutual-secret-xyz\n", 0o644);
+        let short = write("short", "tiny\n", 0o600);
+        let same = write("same", "initiator-secret\n", 0o600);
+        let auth = |secret: &Path, mutual: Option<&Path>| ChapAuthConfig {
+            user: Some("u".into()),
+            secret_file: Some(secret.to_path_buf()),
+            mutual_user: mutual.map(|_| "t".into()),
+            mutual_secret_file: mutual.map(Path::to_path_buf),
+            ..ChapAuthConfig::default()
+        };
+
+        let (chap, warnings) = auth(&good, Some(&open)).load("t").expect("loads");
+        assert_eq!(chap.secret.expose(), b"initiator-secret");
+        assert_eq!(
+            chap.mutual.as_ref().map(|m| m.1.expose()),
+            Some(&b"mutual-secret-xyz"[..])
+        );
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0]
+            .to_string()
+            .contains("world-readable secrets file"));
+
+        let e = auth(&short, None).load("t").expect_err("short").to_string();
+        assert!(e.contains("at least 12"), "{e}");
+        let e = auth(&good, Some(&same))
+            .load("t")
+            .expect_err("same")
+            .to_string();
+        assert!(e.contains("must differ"), "{e}");
+        let e = auth(&dir.path().join("missing"), None)
+            .load("t")
+            .expect_err("missing")
+            .to_string();
+        assert!(e.contains("cannot read secrets file"), "{e}");
     }
 }

@@ -14,6 +14,7 @@
 //! `storage::BlockStore` -> backing file.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod datadir;
