@@ -49,7 +49,10 @@ pub(crate) fn read_defect_data(_lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
     let (out, alloc) = if ctx.cdb[0] == 0x37 {
         (vec![0, ctx.cdb[2] & 0x1F, 0, 0], field(ctx.cdb, 7, 2)?)
     } else {
-        (vec![0, ctx.cdb[1] & 0x1F, 0, 0, 0, 0, 0, 0], field(ctx.cdb, 6, 4)?)
+        (
+            vec![0, ctx.cdb[1] & 0x1F, 0, 0, 0, 0, 0, 0],
+            field(ctx.cdb, 6, 4)?,
+        )
     };
     Ok(Reply::data(truncate(out, alloc)))
 }

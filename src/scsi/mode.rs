@@ -161,7 +161,11 @@ pub(crate) fn mode_select(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
         return Err(ScsiError::ParamListLength);
     }
     let (hdr, bdl, long) = if ten {
-        (8usize, param(p, 6, 2)? as usize, param(p, 4, 1)? & 0x01 != 0)
+        (
+            8usize,
+            param(p, 6, 2)? as usize,
+            param(p, 4, 1)? & 0x01 != 0,
+        )
     } else {
         (4usize, param(p, 3, 1)? as usize, false)
     };

@@ -113,7 +113,12 @@ pub(crate) fn verify(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
         0 => 0,
         1 => len * bs,
         3 => bs,
-        _ => return Err(ScsiError::InvalidFieldInCdb { byte: 1, bit: Some(2) }),
+        _ => {
+            return Err(ScsiError::InvalidFieldInCdb {
+                byte: 1,
+                bit: Some(2),
+            })
+        }
     };
     ctx.out_wanted
         .set(u32::try_from(wanted).unwrap_or(u32::MAX));
