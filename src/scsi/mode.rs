@@ -220,10 +220,16 @@ pub(crate) fn mode_select(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
         off += plen;
     }
     let changed = new.wce != st.mode.wce || new.d_sense != st.mode.d_sense;
+    let cache_off = st.mode.wce && !new.wce;
     st.mode = new;
     if changed {
         // MODE PARAMETERS CHANGED for everyone else.
         st.ua.broadcast(Some(ctx.nexus_id()), 0x2A, 0x01);
+    }
+    drop(st);
+    if cache_off {
+        // Writes are FUA from now on; make the ones already cached durable too.
+        lu.store.flush().map_err(ScsiError::from_write)?;
     }
     Ok(Reply::good())
 }

@@ -21,15 +21,12 @@ pub(crate) fn write_same(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
     let ndob = sixteen && cdb[1] & 0x01 != 0;
     let bs = lu.block_size() as u64;
     ctx.out_wanted.set(if ndob { 0 } else { bs as u32 });
-    if len == 0 {
-        // WSNZ: a zero NUMBER OF LOGICAL BLOCKS is not supported.
-        return Err(ScsiError::invalid_cdb(if sixteen { 10 } else { 7 }));
-    }
-    if len > MAX_UNMAP_LBAS {
-        return Err(ScsiError::invalid_cdb(if sixteen { 10 } else { 7 }));
-    }
     lu.check_writable()?;
     lu.check_lba(lba, len)?;
+    // WSNZ: a zero NUMBER OF LOGICAL BLOCKS is not supported.
+    if len == 0 || len > MAX_UNMAP_LBAS {
+        return Err(ScsiError::invalid_cdb(if sixteen { 10 } else { 7 }));
+    }
     let zero_block = vec![0u8; bs as usize];
     let block: &[u8] = if ndob {
         &zero_block

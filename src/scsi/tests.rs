@@ -516,6 +516,8 @@ fn provisioning_on(lu: &LogicalUnit) {
     assert_eq!(sense_of(&o), (5, 0x24, 0));
     let o = run(lu, &cdb10(0x41, 0, nb as u32, 1), &vec![0; bs]);
     assert_eq!(sense_of(&o), (5, 0x21, 0));
+    let o = run(lu, &cdb10(0x41, 0, nb as u32 + 1, 0), &vec![0; bs]);
+    assert_eq!(sense_of(&o), (5, 0x21, 0));
 }
 
 #[test]
