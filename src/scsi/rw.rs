@@ -173,7 +173,9 @@ pub(crate) fn compare_and_write(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
         return Ok(Reply::good());
     }
     let data = &ctx.req.data_out;
-    if (data.len() as u64) < 2 * n * bs {
+    // The Data-Out must be exactly the verify and write instances; anything else is an
+    // initiator error rather than something to guess about.
+    if data.len() as u64 != 2 * n * bs {
         return Err(ScsiError::InvalidFieldInIu);
     }
     let (verify, new) = data[..(2 * n * bs) as usize].split_at((n * bs) as usize);

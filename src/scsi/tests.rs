@@ -263,6 +263,9 @@ fn compare_and_write() {
     assert_eq!(&o.sense.as_ref().unwrap()[3..7], &5u32.to_be_bytes());
     let o = run(&lu, &cdb10(0x28, 0, 8, 1), &[]);
     assert!(o.data_in.iter().all(|&x| x == 2));
+    // Data-Out of the wrong size fails and writes nothing.
+    assert_eq!(sense_of(&run(&lu, &c, &[2u8; 2048])), (5, 0x0E, 0x03));
+    assert_eq!(sense_of(&run(&lu, &c, &[2u8; 512])), (5, 0x0E, 0x03));
     // Beyond end / too long.
     let mut c2 = cdb16(0x89, 0, 1023, 0);
     c2[13] = 2;
