@@ -7,10 +7,16 @@
 //! - [`scsi`]: logical units (SPC-4/SBC-3): CDB decoding, sense data, reservations, mode pages.
 //! - [`storage`]: the [`storage::BlockStore`] trait and its file/block-device backend; the CDP
 //!   journal wraps a store here so that every write is journaled with the data it overwrote.
+//! - [`config`], [`datadir`], [`daemon`]: configuration, the on-disk layout, `rewind serve`.
 //!
-//! A PDU flows: socket -> `target::connection` -> `target::session` (CmdSN ordering) ->
-//! `scsi::LogicalUnit::execute` (blocking pool) -> `storage::BlockStore` -> backing file.
+//! A PDU flows: socket -> `target::pdu_io` -> `target::connection` -> `target::scsi_task`
+//! (CmdSN ordering, Data-Out) -> `scsi::LogicalUnit::execute` (blocking pool) ->
+//! `storage::BlockStore` -> backing file.
 
+pub mod admin;
+pub mod config;
+pub mod daemon;
+pub mod datadir;
 pub mod scsi;
 pub mod storage;
 pub mod target;

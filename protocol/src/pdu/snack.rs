@@ -1,3 +1,7 @@
+use super::{Encoded, ParseError, RawPdu};
+use crate::bhs::{BhsBuilder, FINAL_BIT};
+use crate::opcode::Opcode;
+
 /// SNACK Request (0x10).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snack {
@@ -9,4 +13,30 @@ pub struct Snack {
     pub exp_stat_sn: u32,
     pub beg_run: u32,
     pub run_length: u32,
+}
+
+impl Snack {
+    pub(crate) fn parse(raw: RawPdu) -> Result<Self, ParseError> {
+        let h = &raw.bhs;
+        Ok(Snack {
+            kind: h.flags & 0x0f,
+            lun: h.lun,
+            itt: h.itt,
+            ttt: h.u32_at(20),
+            exp_stat_sn: h.u32_at(28),
+            beg_run: h.u32_at(40),
+            run_length: h.u32_at(44),
+        })
+    }
+
+    pub(crate) fn encode_parts(&self) -> Encoded<'_> {
+        let mut b = BhsBuilder::new(Opcode::SNACK, false, FINAL_BIT | (self.kind & 0x0f));
+        b.lun(self.lun)
+            .itt(self.itt)
+            .u32_at(20, self.ttt)
+            .u32_at(28, self.exp_stat_sn)
+            .u32_at(40, self.beg_run)
+            .u32_at(44, self.run_length);
+        Encoded::header_only(b)
+    }
 }

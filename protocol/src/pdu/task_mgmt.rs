@@ -1,3 +1,7 @@
+use super::{Encoded, ParseError, RawPdu};
+use crate::bhs::{BhsBuilder, FINAL_BIT};
+use crate::opcode::Opcode;
+
 /// Task Management Function Request (0x02).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskMgmtRequest {
@@ -25,4 +29,57 @@ pub struct TaskMgmtResponse {
     pub stat_sn: u32,
     pub exp_cmd_sn: u32,
     pub max_cmd_sn: u32,
+}
+
+impl TaskMgmtRequest {
+    pub(crate) fn parse(raw: RawPdu) -> Result<Self, ParseError> {
+        let h = &raw.bhs;
+        Ok(TaskMgmtRequest {
+            immediate: h.immediate,
+            function: h.flags & 0x7f,
+            lun: h.lun,
+            itt: h.itt,
+            referenced_task_tag: h.u32_at(20),
+            cmd_sn: h.u32_at(24),
+            exp_stat_sn: h.u32_at(28),
+            ref_cmd_sn: h.u32_at(32),
+            exp_data_sn: h.u32_at(36),
+        })
+    }
+
+    pub(crate) fn encode_parts(&self) -> Encoded<'_> {
+        let flags = FINAL_BIT | (self.function & 0x7f);
+        let mut b = BhsBuilder::new(Opcode::TASK_MGMT_REQUEST, self.immediate, flags);
+        b.lun(self.lun)
+            .itt(self.itt)
+            .u32_at(20, self.referenced_task_tag)
+            .u32_at(24, self.cmd_sn)
+            .u32_at(28, self.exp_stat_sn)
+            .u32_at(32, self.ref_cmd_sn)
+            .u32_at(36, self.exp_data_sn);
+        Encoded::header_only(b)
+    }
+}
+
+impl TaskMgmtResponse {
+    pub(crate) fn parse(raw: RawPdu) -> Result<Self, ParseError> {
+        let h = &raw.bhs;
+        Ok(TaskMgmtResponse {
+            response: h.u8_at(2),
+            itt: h.itt,
+            stat_sn: h.u32_at(24),
+            exp_cmd_sn: h.u32_at(28),
+            max_cmd_sn: h.u32_at(32),
+        })
+    }
+
+    pub(crate) fn encode_parts(&self) -> Encoded<'_> {
+        let mut b = BhsBuilder::new(Opcode::TASK_MGMT_RESPONSE, false, FINAL_BIT);
+        b.u8_at(2, self.response)
+            .itt(self.itt)
+            .u32_at(24, self.stat_sn)
+            .u32_at(28, self.exp_cmd_sn)
+            .u32_at(32, self.max_cmd_sn);
+        Encoded::header_only(b)
+    }
 }

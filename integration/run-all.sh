@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The full test command of rewind (what CI runs):
+#   setup.sh, cargo fmt --check, cargo clippy -D warnings, cargo test, release build, then the
+#   real-client tests: clients.sh, qemu-img.sh, conformance.sh, and with REWIND_VM=1 vm/e2e.sh.
+# Every step runs even if an earlier one failed (except that the client tests need the release
+# build); the exit status is non-zero if any step failed.
+# env: REWIND_VM=1              also run the open-iscsi VM test (slow under TCG, ~30 s)
+#      SKIP_SETUP=1             do not run setup.sh (e.g. no root on a prepared machine)
+#      CONFORMANCE_ALLOW_FAIL=1 conformance failures do not fail the run
+#      TARGET_IMPL=tgt          run the client tests against tgt (checks the harness itself)
+set -euo pipefail
+INTEG_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$INTEG_DIR/.." && pwd)
+cd "$REPO_ROOT"
+[ -d "$HOME/.cargo/bin" ] && case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) PATH=$HOME/.cargo/bin:$PATH ;; esac
+
+RESULTS=()
+FAILED=0
+START=$SECONDS
+# step NAME CMD...: run one step, record PASS/FAIL and its duration
+step() {
+    local name=$1 t0=$SECONDS rc=0
+    shift
+    echo
+    echo "==== $name: $*"
+    "$@" || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        RESULTS+=("PASS  $name ($((SECONDS - t0))s)")
+    else
+        RESULTS+=("FAIL  $name (exit $rc, $((SECONDS - t0))s)")
+        FAILED=$((FAILED + 1))
+    fi
+    return "$rc"
+}
+skip() { RESULTS+=("SKIP  $1 ($2)"); }
+
+if [ "${SKIP_SETUP:-0}" = 1 ]; then skip setup "SKIP_SETUP=1"
+else step setup "$INTEG_DIR/setup.sh" || { echo "setup failed; cannot continue" >&2; exit 1; }
+fi
+step fmt cargo fmt --all --check || true
+step clippy cargo clippy --workspace --all-targets --locked -- -D warnings || true
+step test cargo test --workspace --locked || true
+if step build cargo build --release --locked; then
+    step clients "$INTEG_DIR/clients.sh" || true
+    step qemu-img "$INTEG_DIR/qemu-img.sh" || true
+    step conformance "$INTEG_DIR/conformance.sh" --no-build || true
+    if [ "${REWIND_VM:-0}" = 1 ]; then step vm-e2e "$INTEG_DIR/vm/e2e.sh" || true
+    else skip vm-e2e "set REWIND_VM=1 to run the open-iscsi VM test"
+    fi
+else
+    for s in clients qemu-img conformance vm-e2e; do skip "$s" "release build failed"; done
+fi
+
+echo
+echo "==== summary ($((SECONDS - START))s, target: ${TARGET_IMPL:-rewind})"
+printf '  %s\n' "${RESULTS[@]}"
+if [ "$FAILED" -ne 0 ]; then
+    echo "FAIL: $FAILED step(s) failed"
+    exit 1
+fi
+echo "PASS: all steps passed"

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Install everything the rewind build and its integration tests need on Debian 12 (bookworm).
+# Idempotent: packages that are already present are skipped. Run as root or with sudo available.
+#
+#   integration/setup.sh            build deps, Rust (if missing), libiscsi-bin, tgt, qemu-img with iscsi
+#   REWIND_VM=1 integration/setup.sh   additionally qemu-system-x86 and kmod for the VM initiator test
+set -euo pipefail
+
+# qemu-img only ships the iscsi:// block driver in this exact Debian build (module in qemu-block-extra).
+QEMU_PIN=${QEMU_PIN:-1:7.2+dfsg-7+deb12u18+b3}
+
+log() { echo "[setup] $*"; }
+die() { echo "[setup] FAIL: $*" >&2; exit 1; }
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "not root and sudo is not available"
+    SUDO=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+installed() { # pkg [version]
+    local st ver
+    st=$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)
+    [ "$st" = "install ok installed" ] || return 1
+    [ $# -lt 2 ] && return 0
+    ver=$(dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true)
+    [ "$ver" = "$2" ]
+}
+
+APT_UPDATED=0
+apt_update_once() {
+    [ "$APT_UPDATED" = 1 ] && return 0
+    log "apt-get update"
+    "${SUDO[@]}" apt-get update -qq
+    APT_UPDATED=1
+}
+
+apt_install() { # [apt-get options...] -- pkg...
+    local opts=() pkgs=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
+    [ "${1:-}" = -- ] && shift
+    pkgs=("$@")
+    [ ${#pkgs[@]} -gt 0 ] || return 0
+    apt_update_once
+    log "apt-get install ${pkgs[*]}"
+    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${opts[@]+"${opts[@]}"}" "${pkgs[@]}"
+}
+
+missing_of() { local p out=(); for p in "$@"; do installed "$p" || out+=("$p"); done; echo "${out[*]}"; }
+
+# shellcheck source=/dev/null
+[ -r /etc/os-release ] && . /etc/os-release
+if [ "${VERSION_CODENAME:-}" != bookworm ]; then
+    log "warning: written for Debian 12 (bookworm), this is ${PRETTY_NAME:-unknown}; continuing"
+fi
+
+# ---- base build dependencies and iSCSI clients ------------------------------------------
+BASE=(build-essential pkg-config ca-certificates python3 iproute2 libiscsi-bin tgt)
+read -r -a MISSING <<<"$(missing_of "${BASE[@]}")"
+if [ ${#MISSING[@]} -gt 0 ]; then apt_install -- "${MISSING[@]}"; else log "base packages present"; fi
+
+# ---- qemu-img with the iscsi block driver (pinned) ---------------------------------------
+if installed qemu-utils "$QEMU_PIN" && installed qemu-block-extra "$QEMU_PIN"; then
+    log "qemu-utils/qemu-block-extra $QEMU_PIN present"
+else
+    apt_install --allow-downgrades -- "qemu-utils=$QEMU_PIN" "qemu-block-extra=$QEMU_PIN"
+fi
+qemu-img --help | grep -qw iscsi || die "qemu-img has no iscsi driver (qemu-block-extra $QEMU_PIN not effective?)"
+
+# ---- VM initiator test (opt-in) -------------------------------------------------------------
+if [ "${REWIND_VM:-0}" = 1 ]; then
+    VM=(qemu-system-x86 kmod e2fsprogs xz-utils)
+    read -r -a MISSING <<<"$(missing_of "${VM[@]}")"
+    if [ ${#MISSING[@]} -gt 0 ]; then
+        # qemu-system-x86 must match the pinned qemu-utils' qemu-system-common version
+        PKGS=()
+        for p in "${MISSING[@]}"; do
+            if [ "$p" = qemu-system-x86 ]; then PKGS+=("qemu-system-x86=$QEMU_PIN"); else PKGS+=("$p"); fi
+        done
+        apt_install --allow-downgrades -- "${PKGS[@]}"
+    else
+        log "VM test packages present"
+    fi
+fi
+
+# ---- Rust toolchain ---------------------------------------------------------------------------
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    log "cargo found in ~/.cargo/bin (add it to PATH: . \"\$HOME/.cargo/env\")"
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if command -v cargo >/dev/null; then
+    log "cargo present: $(cargo --version)"
+    if command -v rustup >/dev/null; then
+        # rustfmt/clippy are needed by run-all.sh; no-op when already installed
+        rustup component add rustfmt clippy >/dev/null 2>&1 \
+            || log "warning: 'rustup component add rustfmt clippy' failed (offline?)"
+    fi
+else
+    log "cargo not found; rustup (https://rustup.rs) is the recommended way to install Rust."
+    log "falling back to Debian's packaged toolchain: cargo rustc rustfmt"
+    apt_install -- cargo rustc rustfmt
+    log "note: Debian 12 ships rustc $(rustc --version 2>/dev/null | awk '{print $2}'); rewind needs >= 1.80,"
+    log "      so a build with it may fail. Install a current toolchain with rustup if it does."
+fi
+
+log "PASS: setup complete"

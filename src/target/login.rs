@@ -1,0 +1,482 @@
+//! The login phase of one connection (RFC 7143 section 6): security negotiation, operational
+//! negotiation, then the full feature phase. The stage rules live in [`check_stage`] (pure);
+//! [`run`] drives them over the socket.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use rewind_protocol::opcode::LoginStatus;
+use rewind_protocol::text::{encode_pairs, parse_pairs};
+use rewind_protocol::{encode, FrameConfig, LoginRequest, LoginResponse, Pdu};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::cmd_window::CmdWindow;
+use super::negotiation::{ConnParams, NegotiationError, Negotiator, SessionType};
+use super::pdu_io::{PduReader, ReadError};
+use super::session::{isid_hex, lock, Session};
+use super::TargetContext;
+use crate::scsi::Nexus;
+
+/// Login stages (CSG/NSG values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Security = 0,
+    Operational = 1,
+    FullFeature = 3,
+}
+
+impl Stage {
+    fn from_wire(v: u8) -> Option<Stage> {
+        match v {
+            0 => Some(Stage::Security),
+            1 => Some(Stage::Operational),
+            3 => Some(Stage::FullFeature),
+            _ => None,
+        }
+    }
+}
+
+/// Where the login stands after one request: the stage the response reports and the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageStep {
+    pub current: Stage,
+    /// `Some(next)` when the response sets the T bit.
+    pub transit_to: Option<Stage>,
+}
+
+/// The stage machine: `(stage we are in, request CSG/T/NSG) -> step`, or the login status to fail with.
+pub fn check_stage(
+    current: Option<Stage>,
+    csg: u8,
+    transit: bool,
+    nsg: u8,
+) -> Result<StageStep, LoginStatus> {
+    let csg = Stage::from_wire(csg).ok_or(LoginStatus::INITIATOR_ERROR)?;
+    if csg == Stage::FullFeature {
+        return Err(LoginStatus::INITIATOR_ERROR);
+    }
+    match current {
+        // The first request may start in either stage.
+        None => {}
+        Some(cur) if cur == csg => {}
+        // Moving on without having been granted the transit.
+        Some(_) => return Err(LoginStatus::INITIATOR_ERROR),
+    }
+    if !transit {
+        return Ok(StageStep {
+            current: csg,
+            transit_to: None,
+        });
+    }
+    let next = Stage::from_wire(nsg).ok_or(LoginStatus::INITIATOR_ERROR)?;
+    if (next as u8) <= (csg as u8) {
+        return Err(LoginStatus::INITIATOR_ERROR);
+    }
+    Ok(StageStep {
+        current: csg,
+        transit_to: Some(next),
+    })
+}
+
+/// A connection that reached the full feature phase.
+pub struct LoggedIn {
+    pub session: Arc<Session>,
+    pub cid: u16,
+    pub conn: ConnParams,
+    /// The next StatSN for this connection.
+    pub stat_sn: u32,
+    pub cancel: CancellationToken,
+}
+
+pub enum LoginEnd {
+    FullFeature(LoggedIn),
+    /// The login failed; the failure response was sent.
+    Failed(LoginStatus),
+    /// The initiator went away.
+    Closed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("socket: {0}")]
+    Write(#[from] std::io::Error),
+    #[error("expected a Login Request, got opcode {0:#04x}")]
+    NotLogin(u8),
+}
+
+/// Text gathered across Login Requests with the C bit; bounded.
+const MAX_LOGIN_TEXT: usize = 64 * 1024;
+
+struct Login<'a> {
+    ctx: &'a Arc<TargetContext>,
+    neg: Negotiator,
+    stage: Option<Stage>,
+    isid: [u8; 6],
+    tsih: u16,
+    cid: u16,
+    first_cmd_sn: u32,
+    stat_sn: u32,
+    text: BytesMut,
+    sent_tpgt: bool,
+    existing: Option<Arc<Session>>,
+}
+
+impl<'a> Login<'a> {
+    fn response(
+        &mut self,
+        req: &LoginRequest,
+        status: LoginStatus,
+        step: Option<StageStep>,
+        data: Bytes,
+    ) -> Pdu {
+        let (csg, transit, nsg) = match step {
+            Some(s) => (
+                s.current as u8,
+                s.transit_to.is_some(),
+                s.transit_to.map_or(0, |n| n as u8),
+            ),
+            None => (req.csg, false, 0),
+        };
+        let stat_sn = self.stat_sn;
+        self.stat_sn = self.stat_sn.wrapping_add(1);
+        let exp = self
+            .existing
+            .as_ref()
+            .map_or(self.first_cmd_sn, |s| lock(&s.window).exp_cmd_sn());
+        let depth = self.ctx.iscsi.queue_depth.max(1);
+        Pdu::LoginResponse(LoginResponse {
+            transit,
+            cont: false,
+            csg,
+            nsg,
+            version_max: 0,
+            version_active: 0,
+            isid: self.isid,
+            tsih: if transit && nsg == Stage::FullFeature as u8 {
+                self.tsih
+            } else {
+                self.existing.as_ref().map_or(0, |s| s.tsih)
+            },
+            itt: req.itt,
+            stat_sn,
+            exp_cmd_sn: exp,
+            max_cmd_sn: exp.wrapping_add(depth - 1),
+            status_class: status.class(),
+            status_detail: status.detail(),
+            data,
+        })
+    }
+
+    /// Checks of the first request: who is logging in, and to what.
+    fn check_first(&mut self, req: &LoginRequest) -> Result<(), LoginStatus> {
+        if req.version_min > 0 {
+            return Err(LoginStatus::UNSUPPORTED_VERSION);
+        }
+        let d = &self.neg.declared;
+        if d.initiator_name.as_deref().map_or(true, str::is_empty) {
+            return Err(LoginStatus::MISSING_PARAMETER);
+        }
+        if self.neg.session_type() == SessionType::Normal {
+            let name = d
+                .target_name
+                .as_deref()
+                .ok_or(LoginStatus::MISSING_PARAMETER)?;
+            if self.ctx.target(name).is_none() {
+                return Err(LoginStatus::NOT_FOUND);
+            }
+        }
+        if req.tsih != 0 {
+            let s = self
+                .ctx
+                .sessions
+                .get(req.tsih)
+                .ok_or(LoginStatus::SESSION_DOES_NOT_EXIST)?;
+            let same_initiator = d
+                .initiator_name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(&s.initiator_name));
+            if s.isid != req.isid || !same_initiator || s.kind != self.neg.session_type() {
+                return Err(LoginStatus::SESSION_DOES_NOT_EXIST);
+            }
+            if s.target_name().map(str::to_ascii_lowercase)
+                != d.target_name.as_deref().map(str::to_ascii_lowercase)
+            {
+                return Err(LoginStatus::SESSION_DOES_NOT_EXIST);
+            }
+            let conns = lock(&s.connections);
+            if !conns.contains_key(&req.cid) && conns.len() >= s.params.max_connections as usize {
+                return Err(LoginStatus::TOO_MANY_CONNECTIONS);
+            }
+            drop(conns);
+            self.tsih = s.tsih;
+            self.existing = Some(s);
+        }
+        Ok(())
+    }
+
+    /// Build the session (or join the existing one) at the transit to the full feature phase.
+    fn enter_full_feature(&mut self, local: SocketAddr) -> Result<LoggedIn, LoginStatus> {
+        self.neg.finish();
+        let cancel = CancellationToken::new();
+        let session = match self.existing.clone() {
+            Some(s) => s,
+            None => {
+                let tsih = self
+                    .ctx
+                    .sessions
+                    .allocate_tsih()
+                    .ok_or(LoginStatus::OUT_OF_RESOURCES)?;
+                self.tsih = tsih;
+                let initiator_name = self.neg.declared.initiator_name.clone().unwrap_or_default();
+                let kind = self.neg.session_type();
+                let target = match kind {
+                    SessionType::Normal => {
+                        let name = self.neg.declared.target_name.as_deref().unwrap_or_default();
+                        Some(self.ctx.target(name).ok_or(LoginStatus::TARGET_REMOVED)?)
+                    }
+                    SessionType::Discovery => None,
+                };
+                let target_name = target.as_ref().map_or_else(String::new, |t| t.name.clone());
+                let nexus = Arc::new(Nexus {
+                    id: self.ctx.next_nexus_id(),
+                    initiator_port: format!("{},i,0x{}", initiator_name, isid_hex(&self.isid)),
+                    target_port: format!("{},t,0x{:04x}", target_name, self.ctx.portal_group_tag),
+                    relative_port: self.ctx.portal_group_tag,
+                });
+                let session = Arc::new(Session {
+                    tsih,
+                    isid: self.isid,
+                    initiator_name,
+                    kind,
+                    target,
+                    params: self.neg.session.clone(),
+                    nexus,
+                    window: Arc::new(Mutex::new(CmdWindow::new(
+                        self.first_cmd_sn,
+                        self.ctx.iscsi.queue_depth,
+                    ))),
+                    tasks: Mutex::new(HashMap::new()),
+                    connections: Mutex::new(HashMap::new()),
+                    cancel: CancellationToken::new(),
+                });
+                if let Some(old) = self.ctx.sessions.insert(session.clone()) {
+                    info!(
+                        old_tsih = old.tsih,
+                        new_tsih = session.tsih,
+                        "session reinstated"
+                    );
+                }
+                session
+            }
+        };
+        debug!(%local, tsih = session.tsih, cid = self.cid, "login complete");
+        Ok(LoggedIn {
+            session,
+            cid: self.cid,
+            conn: self.neg.conn.clone(),
+            stat_sn: self.stat_sn,
+            cancel,
+        })
+    }
+}
+
+fn negotiation_status(e: &NegotiationError) -> LoginStatus {
+    match e {
+        NegotiationError::DeclaredTooLate(_) | NegotiationError::InvalidValue { .. } => {
+            LoginStatus::INITIATOR_ERROR
+        }
+    }
+}
+
+async fn send(wr: &mut OwnedWriteHalf, pdu: &Pdu) -> std::io::Result<()> {
+    let mut out = BytesMut::with_capacity(512);
+    // Digests start only after the login completes.
+    encode(pdu, &FrameConfig::default(), &mut out);
+    wr.write_all(&out).await
+}
+
+/// Run the login of a new connection to its end.
+pub async fn run(
+    ctx: &Arc<TargetContext>,
+    reader: &mut PduReader,
+    wr: &mut OwnedWriteHalf,
+    local: SocketAddr,
+) -> Result<LoginEnd, LoginError> {
+    let mut login = Login {
+        ctx,
+        neg: Negotiator::new(ctx.iscsi.clone()),
+        stage: None,
+        isid: [0; 6],
+        tsih: 0,
+        cid: 0,
+        first_cmd_sn: 0,
+        stat_sn: 0,
+        text: BytesMut::new(),
+        sent_tpgt: false,
+        existing: None,
+    };
+    let mut first = true;
+    loop {
+        let req = match reader.next().await? {
+            None => return Ok(LoginEnd::Closed),
+            Some(Pdu::LoginRequest(r)) => r,
+            Some(other) => {
+                let op = rewind_protocol::Pdu::opcode(&other).0;
+                return Err(LoginError::NotLogin(op));
+            }
+        };
+        if first {
+            login.isid = req.isid;
+            login.cid = req.cid;
+            login.first_cmd_sn = req.cmd_sn;
+            login.stat_sn = req.exp_stat_sn;
+        } else if req.isid != login.isid || req.cid != login.cid {
+            let pdu = login.response(&req, LoginStatus::INITIATOR_ERROR, None, Bytes::new());
+            send(wr, &pdu).await?;
+            return Ok(LoginEnd::Failed(LoginStatus::INITIATOR_ERROR));
+        }
+        let fail = |status: LoginStatus| status;
+        let step = match check_stage(login.stage, req.csg, req.transit && !req.cont, req.nsg) {
+            Ok(s) => s,
+            Err(status) => {
+                let pdu = login.response(&req, fail(status), None, Bytes::new());
+                send(wr, &pdu).await?;
+                return Ok(LoginEnd::Failed(status));
+            }
+        };
+        if login.text.len() + req.data.len() > MAX_LOGIN_TEXT {
+            let pdu = login.response(&req, LoginStatus::OUT_OF_RESOURCES, None, Bytes::new());
+            send(wr, &pdu).await?;
+            return Ok(LoginEnd::Failed(LoginStatus::OUT_OF_RESOURCES));
+        }
+        login.text.extend_from_slice(&req.data);
+        if req.cont {
+            // More text follows: acknowledge with an empty response in the same stage.
+            login.stage = Some(step.current);
+            let pdu = login.response(
+                &req,
+                LoginStatus::SUCCESS,
+                Some(StageStep {
+                    current: step.current,
+                    transit_to: None,
+                }),
+                Bytes::new(),
+            );
+            send(wr, &pdu).await?;
+            continue;
+        }
+        let text = std::mem::take(&mut login.text);
+        let outcome = (|| -> Result<Vec<(String, String)>, LoginStatus> {
+            let pairs = parse_pairs(&text).map_err(|_| LoginStatus::INITIATOR_ERROR)?;
+            let mut answers = login
+                .neg
+                .process(&pairs, first)
+                .map_err(|e| negotiation_status(&e))?;
+            if first {
+                login.check_first(&req)?;
+            }
+            if step.current == Stage::Security
+                && !pairs.iter().any(|(k, _)| k == "AuthMethod")
+                && first
+            {
+                // No AuthMethod offered: we require none, so the security stage is a formality.
+            }
+            if step.current == Stage::Operational {
+                login.neg.declare_mrdsl(&mut answers);
+            }
+            if !login.sent_tpgt && login.neg.session_type() == SessionType::Normal {
+                login.sent_tpgt = true;
+                answers.push((
+                    "TargetPortalGroupTag".into(),
+                    login.ctx.portal_group_tag.to_string(),
+                ));
+            }
+            Ok(answers)
+        })();
+        let answers = match outcome {
+            Ok(a) => a,
+            Err(status) => {
+                let pdu = login.response(&req, status, None, Bytes::new());
+                send(wr, &pdu).await?;
+                return Ok(LoginEnd::Failed(status));
+            }
+        };
+        first = false;
+        login.stage = Some(step.transit_to.unwrap_or(step.current));
+        if step.transit_to == Some(Stage::FullFeature) {
+            let logged_in = match login.enter_full_feature(local) {
+                Ok(l) => l,
+                Err(status) => {
+                    let pdu = login.response(&req, status, None, Bytes::new());
+                    send(wr, &pdu).await?;
+                    return Ok(LoginEnd::Failed(status));
+                }
+            };
+            let pdu = login.response(
+                &req,
+                LoginStatus::SUCCESS,
+                Some(step),
+                Bytes::from(encode_pairs(&answers)),
+            );
+            send(wr, &pdu).await?;
+            return Ok(LoginEnd::FullFeature(LoggedIn {
+                stat_sn: login.stat_sn,
+                ..logged_in
+            }));
+        }
+        let pdu = login.response(
+            &req,
+            LoginStatus::SUCCESS,
+            Some(step),
+            Bytes::from(encode_pairs(&answers)),
+        );
+        send(wr, &pdu).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_machine_rules() {
+        let step = check_stage(None, 0, true, 1).expect("security -> operational");
+        assert_eq!(step.transit_to, Some(Stage::Operational));
+        assert!(
+            check_stage(None, 1, true, 3).is_ok(),
+            "may start in operational stage"
+        );
+        assert!(
+            check_stage(None, 0, true, 3).is_ok(),
+            "may skip the operational stage"
+        );
+        assert_eq!(
+            check_stage(None, 1, true, 0),
+            Err(LoginStatus::INITIATOR_ERROR),
+            "no going back"
+        );
+        assert_eq!(
+            check_stage(None, 0, true, 2),
+            Err(LoginStatus::INITIATOR_ERROR),
+            "2 is reserved"
+        );
+        assert_eq!(
+            check_stage(None, 3, false, 0),
+            Err(LoginStatus::INITIATOR_ERROR)
+        );
+        assert_eq!(
+            check_stage(Some(Stage::Security), 1, false, 0),
+            Err(LoginStatus::INITIATOR_ERROR),
+            "transit not granted"
+        );
+        let stay = check_stage(Some(Stage::Operational), 1, false, 3).expect("stay");
+        assert_eq!(stay.transit_to, None);
+    }
+}

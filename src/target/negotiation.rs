@@ -1,0 +1,498 @@
+//! Text key negotiation (RFC 7143 section 13), free of I/O.
+//!
+//! Each key the initiator offers gets exactly one answer: the negotiated result for
+//! list/boolean/numeric keys, our own value for declarative keys that call for one, or
+//! `NotUnderstood` / `Irrelevant` / `Reject`. Results are written into [`SessionParams`] and
+//! [`ConnParams`] as they are agreed.
+
+use crate::config::IscsiConfig;
+
+/// Session-wide operational parameters, with their RFC 7143 defaults until negotiated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionParams {
+    pub max_connections: u32,
+    pub initial_r2t: bool,
+    pub immediate_data: bool,
+    pub max_burst_length: u32,
+    pub first_burst_length: u32,
+    pub default_time2wait: u32,
+    pub default_time2retain: u32,
+    pub max_outstanding_r2t: u32,
+    pub data_pdu_in_order: bool,
+    pub data_sequence_in_order: bool,
+    pub error_recovery_level: u32,
+}
+
+impl Default for SessionParams {
+    fn default() -> Self {
+        SessionParams {
+            max_connections: 1,
+            initial_r2t: true,
+            immediate_data: true,
+            max_burst_length: 262_144,
+            first_burst_length: 65_536,
+            default_time2wait: 2,
+            default_time2retain: 20,
+            max_outstanding_r2t: 1,
+            data_pdu_in_order: true,
+            data_sequence_in_order: true,
+            error_recovery_level: 0,
+        }
+    }
+}
+
+/// Per-connection parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnParams {
+    pub header_digest: bool,
+    pub data_digest: bool,
+    /// The initiator's MaxRecvDataSegmentLength: the most we may put in one PDU we send.
+    pub initiator_max_recv: u32,
+    /// Ours: the most the initiator may put in one PDU.
+    pub target_max_recv: u32,
+}
+
+impl Default for ConnParams {
+    fn default() -> Self {
+        ConnParams {
+            header_digest: false,
+            data_digest: false,
+            initiator_max_recv: 8192,
+            target_max_recv: 8192,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionType {
+    Normal,
+    Discovery,
+}
+
+/// What the initiator declared about itself during login.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Declared {
+    pub initiator_name: Option<String>,
+    pub initiator_alias: Option<String>,
+    pub target_name: Option<String>,
+    pub session_type: Option<String>,
+}
+
+/// A login-time failure to negotiate, mapped to a login status by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NegotiationError {
+    #[error("key {0} is not allowed after the first login request")]
+    DeclaredTooLate(&'static str),
+    #[error("key {key} has an invalid value {value:?}")]
+    InvalidValue { key: String, value: String },
+}
+
+pub const NOT_UNDERSTOOD: &str = "NotUnderstood";
+pub const IRRELEVANT: &str = "Irrelevant";
+pub const REJECT: &str = "Reject";
+
+/// Negotiation state of one login (or one Text exchange).
+#[derive(Debug, Clone)]
+pub struct Negotiator {
+    offer: IscsiConfig,
+    pub session: SessionParams,
+    pub conn: ConnParams,
+    pub declared: Declared,
+    /// Whether our MaxRecvDataSegmentLength has been declared to the initiator yet.
+    declared_mrdsl: bool,
+    /// Keys already answered (a key negotiated twice is answered Reject).
+    answered: Vec<String>,
+}
+
+fn parse_number(v: &str) -> Option<u64> {
+    if let Some(hex) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        u64::from_str_radix(hex, 16).ok()
+    } else if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        v.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "Yes" => Some(true),
+        "No" => Some(false),
+        _ => None,
+    }
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "Yes" } else { "No" }.to_string()
+}
+
+/// The outcome of one key: the answer to send, if any.
+type Answer = Option<String>;
+
+impl Negotiator {
+    pub fn new(offer: IscsiConfig) -> Negotiator {
+        let conn = ConnParams {
+            target_max_recv: offer.max_recv_data_segment_length,
+            ..ConnParams::default()
+        };
+        Negotiator {
+            offer,
+            session: SessionParams::default(),
+            conn,
+            declared: Declared::default(),
+            declared_mrdsl: false,
+            answered: Vec::new(),
+        }
+    }
+
+    pub fn session_type(&self) -> SessionType {
+        match self.declared.session_type.as_deref() {
+            Some("Discovery") => SessionType::Discovery,
+            _ => SessionType::Normal,
+        }
+    }
+
+    /// Answer the keys of one (complete) text segment. `first` is true for the first login
+    /// request of the connection, where the initiator declares its name and the session type.
+    /// `operational` says whether operational keys may be negotiated now (not in the security
+    /// stage after authentication started, per RFC 7143 6.2; we accept them in either stage).
+    pub fn process(
+        &mut self,
+        pairs: &[(String, String)],
+        first: bool,
+    ) -> Result<Vec<(String, String)>, NegotiationError> {
+        let mut out = Vec::new();
+        for (key, value) in pairs {
+            if let Some(answer) = self.one(key, value, first)? {
+                out.push((key.clone(), answer));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Settle the results that depend on each other, once the login's keys are all answered.
+    pub fn finish(&mut self) {
+        let s = &mut self.session;
+        s.first_burst_length = s.first_burst_length.min(s.max_burst_length);
+    }
+
+    /// Our MaxRecvDataSegmentLength, declared once per connection in the operational stage.
+    pub fn declare_mrdsl(&mut self, out: &mut Vec<(String, String)>) {
+        if !self.declared_mrdsl {
+            self.declared_mrdsl = true;
+            if !out.iter().any(|(k, _)| k == "MaxRecvDataSegmentLength") {
+                out.push((
+                    "MaxRecvDataSegmentLength".into(),
+                    self.conn.target_max_recv.to_string(),
+                ));
+            }
+        }
+    }
+
+    fn once(&mut self, key: &str) -> bool {
+        if self.answered.iter().any(|k| k == key) {
+            return false;
+        }
+        self.answered.push(key.to_string());
+        true
+    }
+
+    fn one(&mut self, key: &str, value: &str, first: bool) -> Result<Answer, NegotiationError> {
+        let invalid = || NegotiationError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+        };
+        // Declarations by the initiator: no answer.
+        match key {
+            "InitiatorName" | "TargetName" | "SessionType" => {
+                if !first {
+                    // Allowed only on the first request; repeating the same value is harmless.
+                    let same = match key {
+                        "InitiatorName" => self.declared.initiator_name.as_deref() == Some(value),
+                        "TargetName" => self.declared.target_name.as_deref() == Some(value),
+                        _ => self.declared.session_type.as_deref() == Some(value),
+                    };
+                    if same {
+                        return Ok(None);
+                    }
+                    return Err(NegotiationError::DeclaredTooLate(match key {
+                        "InitiatorName" => "InitiatorName",
+                        "TargetName" => "TargetName",
+                        _ => "SessionType",
+                    }));
+                }
+                match key {
+                    "InitiatorName" => self.declared.initiator_name = Some(value.to_string()),
+                    "TargetName" => self.declared.target_name = Some(value.to_string()),
+                    _ => {
+                        if value != "Normal" && value != "Discovery" {
+                            return Err(invalid());
+                        }
+                        self.declared.session_type = Some(value.to_string())
+                    }
+                }
+                return Ok(None);
+            }
+            "InitiatorAlias" => {
+                self.declared.initiator_alias = Some(value.to_string());
+                return Ok(None);
+            }
+            // Keys only a target may send, and answers to offers we never made.
+            "TargetAlias" | "TargetAddress" | "TargetPortalGroupTag" => {
+                return Ok(Some(IRRELEVANT.into()))
+            }
+            _ => {}
+        }
+        if matches!(value, NOT_UNDERSTOOD | IRRELEVANT | REJECT) {
+            return Ok(None);
+        }
+        if !self.once(key) {
+            return Ok(Some(REJECT.into()));
+        }
+        let o = &self.offer;
+        let s = &mut self.session;
+        let answer = match key {
+            "HeaderDigest" | "DataDigest" => {
+                let choice = value
+                    .split(',')
+                    .map(str::trim)
+                    .find(|v| *v == "None" || *v == "CRC32C");
+                match choice {
+                    Some(c) => {
+                        let on = c == "CRC32C";
+                        if key == "HeaderDigest" {
+                            self.conn.header_digest = on;
+                        } else {
+                            self.conn.data_digest = on;
+                        }
+                        c.to_string()
+                    }
+                    None => REJECT.into(),
+                }
+            }
+            "MaxRecvDataSegmentLength" => {
+                let v = parse_number(value).ok_or_else(invalid)?;
+                self.conn.initiator_max_recv =
+                    u32::try_from(v.clamp(512, 16_777_215)).unwrap_or(16_777_215);
+                self.declared_mrdsl = true;
+                self.conn.target_max_recv.to_string()
+            }
+            "MaxConnections" => {
+                let v = numeric(value, 1, 65535).ok_or_else(invalid)?;
+                s.max_connections = v.min(o.max_connections);
+                s.max_connections.to_string()
+            }
+            "InitialR2T" => {
+                // OR: Yes if either side wants it. We do not require it.
+                s.initial_r2t = parse_bool(value).ok_or_else(invalid)?;
+                yes_no(s.initial_r2t)
+            }
+            "ImmediateData" => {
+                // AND: we support immediate data.
+                s.immediate_data = parse_bool(value).ok_or_else(invalid)?;
+                yes_no(s.immediate_data)
+            }
+            "MaxBurstLength" => {
+                let v = numeric(value, 512, 16_777_215).ok_or_else(invalid)?;
+                s.max_burst_length = v.min(o.max_burst_length);
+                s.max_burst_length.to_string()
+            }
+            "FirstBurstLength" => {
+                let v = numeric(value, 512, 16_777_215).ok_or_else(invalid)?;
+                // Answered as the minimum of both offers; clamped to MaxBurstLength once both are known.
+                s.first_burst_length = v.min(o.first_burst_length);
+                s.first_burst_length.to_string()
+            }
+            "DefaultTime2Wait" => {
+                let v = numeric(value, 0, 3600).ok_or_else(invalid)?;
+                s.default_time2wait = v.max(2);
+                s.default_time2wait.to_string()
+            }
+            "DefaultTime2Retain" => {
+                numeric(value, 0, 3600).ok_or_else(invalid)?;
+                // Minimum of both; we keep no state for reconnection (ErrorRecoveryLevel 0).
+                s.default_time2retain = 0;
+                s.default_time2retain.to_string()
+            }
+            "MaxOutstandingR2T" => {
+                let v = numeric(value, 1, 65535).ok_or_else(invalid)?;
+                s.max_outstanding_r2t = v.min(o.max_outstanding_r2t);
+                s.max_outstanding_r2t.to_string()
+            }
+            "DataPDUInOrder" => {
+                parse_bool(value).ok_or_else(invalid)?;
+                s.data_pdu_in_order = true;
+                yes_no(true)
+            }
+            "DataSequenceInOrder" => {
+                parse_bool(value).ok_or_else(invalid)?;
+                s.data_sequence_in_order = true;
+                yes_no(true)
+            }
+            "ErrorRecoveryLevel" => {
+                numeric(value, 0, 2).ok_or_else(invalid)?;
+                s.error_recovery_level = 0;
+                "0".into()
+            }
+            "IFMarker" | "OFMarker" => {
+                parse_bool(value).ok_or_else(invalid)?;
+                "No".into()
+            }
+            "IFMarkInt" | "OFMarkInt" => IRRELEVANT.into(),
+            "AuthMethod" => {
+                // Authentication is decided by the login stage machine; here only None is known.
+                if value.split(',').any(|v| v.trim() == "None") {
+                    "None".into()
+                } else {
+                    REJECT.into()
+                }
+            }
+            "iSCSIProtocolLevel" => {
+                let v = numeric(value, 0, 31).ok_or_else(invalid)?;
+                v.min(1).to_string()
+            }
+            "TaskReporting" => {
+                if value.split(',').any(|v| v.trim() == "RFC3720") {
+                    "RFC3720".into()
+                } else {
+                    REJECT.into()
+                }
+            }
+            "SendTargets" => IRRELEVANT.into(),
+            _ => NOT_UNDERSTOOD.into(),
+        };
+        Ok(Some(answer))
+    }
+}
+
+fn numeric(value: &str, min: u32, max: u32) -> Option<u32> {
+    let v = parse_number(value)?;
+    let v = u32::try_from(v).ok()?;
+    (min..=max).contains(&v).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn answer<'a>(out: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        out.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn open_iscsi_defaults_negotiate_to_what_it_expects() {
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let first = kv(&[
+            ("InitiatorName", "iqn.1993-08.org.debian:01:abc"),
+            ("SessionType", "Normal"),
+            ("TargetName", "iqn.2026-11.dev.rewind:vol0"),
+        ]);
+        assert!(n.process(&first, true).expect("declarations").is_empty());
+        let ops = kv(&[
+            ("HeaderDigest", "None"),
+            ("DataDigest", "None"),
+            ("DefaultTime2Wait", "2"),
+            ("DefaultTime2Retain", "0"),
+            ("IFMarker", "No"),
+            ("OFMarker", "No"),
+            ("ErrorRecoveryLevel", "0"),
+            ("InitialR2T", "No"),
+            ("ImmediateData", "Yes"),
+            ("MaxBurstLength", "16776192"),
+            ("FirstBurstLength", "262144"),
+            ("MaxOutstandingR2T", "1"),
+            ("MaxConnections", "1"),
+            ("DataPDUInOrder", "Yes"),
+            ("DataSequenceInOrder", "Yes"),
+            ("MaxRecvDataSegmentLength", "262144"),
+        ]);
+        let out = n.process(&ops, false).expect("negotiates");
+        assert_eq!(answer(&out, "MaxBurstLength"), Some("16776192"));
+        assert_eq!(answer(&out, "FirstBurstLength"), Some("262144"));
+        assert_eq!(answer(&out, "MaxConnections"), Some("1"));
+        assert_eq!(answer(&out, "ErrorRecoveryLevel"), Some("0"));
+        assert_eq!(answer(&out, "InitialR2T"), Some("No"));
+        assert_eq!(answer(&out, "ImmediateData"), Some("Yes"));
+        assert_eq!(answer(&out, "MaxRecvDataSegmentLength"), Some("262144"));
+        assert_eq!(n.conn.initiator_max_recv, 262_144);
+        assert_eq!(n.session.first_burst_length, 262_144);
+        assert!(!n.session.initial_r2t);
+        // Every offered key got exactly one answer.
+        assert_eq!(out.len(), ops.len());
+    }
+
+    #[test]
+    fn digests_pick_first_supported_offer() {
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let out = n
+            .process(
+                &kv(&[
+                    ("HeaderDigest", "CRC32C,None"),
+                    ("DataDigest", "None,CRC32C"),
+                ]),
+                false,
+            )
+            .expect("ok");
+        assert_eq!(answer(&out, "HeaderDigest"), Some("CRC32C"));
+        assert_eq!(answer(&out, "DataDigest"), Some("None"));
+        assert!(n.conn.header_digest && !n.conn.data_digest);
+        let out = n
+            .process(&kv(&[("X-com.example.Foo", "1")]), false)
+            .expect("ok");
+        assert_eq!(answer(&out, "X-com.example.Foo"), Some(NOT_UNDERSTOOD));
+    }
+
+    #[test]
+    fn numeric_results_follow_min_and_max_rules() {
+        let mut cfg = IscsiConfig::default();
+        cfg.max_burst_length = 65536;
+        cfg.first_burst_length = 65536;
+        let mut n = Negotiator::new(cfg);
+        let out = n
+            .process(
+                &kv(&[
+                    ("MaxBurstLength", "262144"),
+                    ("FirstBurstLength", "262144"),
+                    ("DefaultTime2Wait", "0"),
+                ]),
+                false,
+            )
+            .expect("ok");
+        assert_eq!(answer(&out, "MaxBurstLength"), Some("65536"));
+        assert_eq!(answer(&out, "FirstBurstLength"), Some("65536"));
+        assert_eq!(answer(&out, "DefaultTime2Wait"), Some("2"));
+        assert!(
+            n.process(&kv(&[("MaxBurstLength", "12")]), false).is_ok(),
+            "repeat answers Reject, not an error"
+        );
+        let mut n = Negotiator::new(IscsiConfig::default());
+        assert!(
+            n.process(&kv(&[("MaxBurstLength", "12")]), false).is_err(),
+            "out of range"
+        );
+        assert!(n.process(&kv(&[("InitialR2T", "Maybe")]), false).is_err());
+    }
+
+    #[test]
+    fn declarations_only_on_first_request() {
+        let mut n = Negotiator::new(IscsiConfig::default());
+        n.process(&kv(&[("InitiatorName", "iqn.a:b")]), true)
+            .expect("ok");
+        n.process(&kv(&[("InitiatorName", "iqn.a:b")]), false)
+            .expect("same value repeated is fine");
+        assert!(n
+            .process(&kv(&[("InitiatorName", "iqn.c:d")]), false)
+            .is_err());
+        let mut n = Negotiator::new(IscsiConfig::default());
+        n.process(&kv(&[("SessionType", "Discovery")]), true)
+            .expect("ok");
+        assert_eq!(n.session_type(), SessionType::Discovery);
+    }
+}

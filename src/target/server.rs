@@ -1,0 +1,106 @@
+//! Listeners and the life of each TCP connection: login (bounded by the login timeout), then
+//! the full feature phase. Shutdown: stop accepting, ask initiators to log out, wait a little.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn, Instrument};
+
+use super::login::{self, LoginEnd};
+use super::pdu_io::PduReader;
+use super::TargetContext;
+
+/// The most TCP connections served at once; more wait in the accept queue.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Bind every portal; returns the bound addresses (port 0 resolved).
+pub async fn bind(ctx: &TargetContext, addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for a in addrs {
+        let l = TcpListener::bind(a).await?;
+        bound.push(l.local_addr()?);
+        listeners.push(l);
+    }
+    if let Ok(mut p) = ctx.portals.write() {
+        *p = bound;
+    }
+    Ok(listeners)
+}
+
+/// Accept connections on every listener until shutdown.
+pub async fn serve(ctx: Arc<TargetContext>, listeners: Vec<TcpListener>) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut tasks = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let ctx = ctx.clone();
+        let limit = limit.clone();
+        tasks.spawn(async move {
+            loop {
+                let permit = tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                };
+                let accepted = tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    a = listener.accept() => a,
+                };
+                match accepted {
+                    Ok((stream, peer)) => {
+                        let ctx = ctx.clone();
+                        let span = tracing::info_span!("conn", %peer);
+                        tokio::spawn(
+                            async move {
+                                handle(ctx, stream, peer).await;
+                                drop(permit);
+                            }
+                            .instrument(span),
+                        );
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn handle(ctx: Arc<TargetContext>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().ok();
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = PduReader::new(rd);
+    let local_addr = local.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let outcome = tokio::time::timeout(
+        ctx.iscsi.login_timeout,
+        login::run(&ctx, &mut reader, &mut wr, local_addr),
+    )
+    .await;
+    match outcome {
+        Err(_) => info!("login timed out; closing"),
+        Ok(Err(e)) => info!(error = %e, "login failed; closing"),
+        Ok(Ok(LoginEnd::Closed)) => debug!("closed during login"),
+        Ok(Ok(LoginEnd::Failed(status))) => {
+            info!(status = format_args!("{:#06x}", status.0), "login refused")
+        }
+        Ok(Ok(LoginEnd::FullFeature(logged_in))) => {
+            let s = &logged_in.session;
+            info!(
+                initiator = %s.initiator_name,
+                target = s.target_name().unwrap_or("(discovery)"),
+                tsih = s.tsih,
+                cid = logged_in.cid,
+                %peer,
+                header_digest = logged_in.conn.header_digest,
+                data_digest = logged_in.conn.data_digest,
+                "login"
+            );
+            super::connection::run(ctx, reader, wr, logged_in, local).await;
+        }
+    }
+}
