@@ -484,6 +484,16 @@ pub(crate) static COMMANDS: &[OpDesc] = &[
         Write,
     ),
     op(
+        0x9C,
+        None,
+        "WRITE ATOMIC(16)",
+        &[
+            0x9C, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0, FF, FF, 0x1F, 0,
+        ],
+        rw::write_atomic,
+        Write,
+    ),
+    op(
         0x9E,
         Some(0x10),
         "READ CAPACITY(16)",

@@ -270,6 +270,10 @@ fn compare_and_write() {
     let mut c2 = cdb16(0x89, 0, 1023, 0);
     c2[13] = 2;
     assert_eq!(sense_of(&run(&lu, &c2, &[0; 2048])), (5, 0x21, 0));
+    // NUMBER OF LOGICAL BLOCKS zero with Data-Out (a length of 256 that did not fit).
+    let c0 = cdb16(0x89, 0, 8, 0);
+    assert_eq!(sense_of(&run(&lu, &c0, &[0u8; 1024])), (5, 0x24, 0));
+    good(&run(&lu, &c0, &[]));
     // ORWRITE.
     good(&run(&lu, &cdb16(0x8B, 0, 8, 1), &[0x40u8; 512]));
     let o = run(&lu, &cdb10(0x28, 0, 8, 1), &[]);
@@ -512,14 +516,28 @@ fn provisioning_on(lu: &LogicalUnit) {
     good(&run(lu, &cdb16(0x93, 0x09, 40, 4), &[]));
     let o = run(lu, &cdb10(0x28, 0, 40, 4), &[]);
     assert!(o.data_in.iter().all(|&x| x == 0));
-    // ANCHOR unsupported, zero blocks refused (WSNZ).
+    // UNMAP deallocates whatever the block holds (the LBAs then read as zeros).
+    good(&run(lu, &cdb10(0x41, 0x08, 40, 4), &vec![b'q'; bs]));
+    let o = run(lu, &cdb10(0x28, 0, 40, 4), &[]);
+    assert!(o.data_in.iter().all(|&x| x == 0));
+    // Data-Out must be exactly one block.
+    let o = run(lu, &cdb10(0x41, 0x08, 40, 4), &vec![0; bs / 2]);
+    assert_eq!(sense_of(&o), (5, 0x0E, 0x03));
+    let o = run(lu, &cdb10(0x41, 0, 40, 4), &vec![0; 2 * bs]);
+    assert_eq!(sense_of(&o), (5, 0x0E, 0x03));
+    // ANCHOR unsupported.
     let o = run(lu, &cdb10(0x41, 0x10, 0, 1), &vec![0; bs]);
     assert_eq!(sense_of(&o), (5, 0x24, 0));
-    let o = run(lu, &cdb10(0x41, 0, 0, 0), &vec![0; bs]);
-    assert_eq!(sense_of(&o), (5, 0x24, 0));
+    // Zero blocks (WSNZ clear): from the LBA to the end of the medium.
+    good(&run(lu, &cdb10(0x41, 0, nb as u32 - 3, 0), &vec![b'e'; bs]));
+    let o = run(lu, &cdb10(0x28, 0, nb as u32 - 4, 4), &[]);
+    assert!(o.data_in[..bs].iter().all(|&x| x != b'e'));
+    assert!(o.data_in[bs..].iter().all(|&x| x == b'e'));
     let o = run(lu, &cdb10(0x41, 0, nb as u32, 1), &vec![0; bs]);
     assert_eq!(sense_of(&o), (5, 0x21, 0));
-    let o = run(lu, &cdb10(0x41, 0, nb as u32 + 1, 0), &vec![0; bs]);
+    let o = run(lu, &cdb10(0x41, 0, nb as u32, 0), &vec![0; bs]);
+    assert_eq!(sense_of(&o), (5, 0x21, 0));
+    let o = run(lu, &cdb16(0x93, 0, u64::MAX, 0), &vec![0; bs]);
     assert_eq!(sense_of(&o), (5, 0x21, 0));
 }
 
@@ -658,6 +676,24 @@ fn extended_copy_within_lu() {
     p[16] = 0xE4;
     p[48] = 0x0A;
     assert_eq!(sense_of(&run(&lu, &c, &p)), (5, 0x26, 0x09));
+    p[48] = 0x02;
+    // Segment naming a missing target descriptor, or running past the end: copy aborted.
+    p[16 + 8] ^= 0xFF;
+    good(&run(&lu, &c, &p));
+    p[32 + 16 + 7] = 1;
+    assert_eq!(sense_of(&run(&lu, &c, &p)), (0x0A, 0x0D, 0x02));
+    p[32 + 16 + 7] = 0;
+    p[32 + 16 + 20..32 + 16 + 28].copy_from_slice(&1022u64.to_be_bytes());
+    assert_eq!(sense_of(&run(&lu, &c, &p)), (0x0A, 0, 0));
+    // A descriptor list longer than the maximum is a parameter list length error, even
+    // when it also holds too many descriptors.
+    let mut big = vec![0u8; 16];
+    big[2..4].copy_from_slice(&(17u16 * 32).to_be_bytes());
+    big[8..12].copy_from_slice(&(65u32 * 28).to_be_bytes());
+    big.resize(16 + 17 * 32 + 65 * 28, 0);
+    let mut cb = c.clone();
+    cb[10..14].copy_from_slice(&(big.len() as u32).to_be_bytes());
+    assert_eq!(sense_of(&run(&lu, &cb, &big)), (5, 0x1A, 0));
     c[13] = 10;
     assert_eq!(sense_of(&run(&lu, &c, &p[..10])), (5, 0x1A, 0));
 }
@@ -772,4 +808,57 @@ fn store_is_easy_to_share() {
     assert_eq!(lu.num_blocks(), 8);
     assert_eq!(lu.block_size(), 512);
     assert!(!lu.read_only());
+}
+
+fn write_atomic_cdb(flags: u8, lba: u64, len: u16) -> Vec<u8> {
+    let mut c = vec![0x9C, flags];
+    c.extend_from_slice(&lba.to_be_bytes());
+    c.extend_from_slice(&[0, 0]);
+    c.extend_from_slice(&len.to_be_bytes());
+    c.extend_from_slice(&[0, 0]);
+    c
+}
+
+#[test]
+fn write_atomic() {
+    let lu = lu();
+    let o = run(&lu, &write_atomic_cdb(0x18, 10, 2), &[b'w'; 1024]);
+    good(&o);
+    assert_eq!(o.data_out_wanted, 1024);
+    let o = run(&lu, &cdb10(0x28, 0, 10, 2), &[]);
+    assert!(o.data_in.iter().all(|&x| x == b'w'));
+    // Zero blocks: nothing to do, but the LBA is still checked.
+    good(&run(&lu, &write_atomic_cdb(0, 0, 0), &[]));
+    let o = run(&lu, &write_atomic_cdb(0, 1025, 0), &[]);
+    assert_eq!(sense_of(&o), (5, 0x21, 0));
+    let o = run(&lu, &write_atomic_cdb(0, 1023, 2), &[0; 1024]);
+    assert_eq!(sense_of(&o), (5, 0x21, 0));
+    // Short Data-Out: nothing is written.
+    let o = run(&lu, &write_atomic_cdb(0, 10, 2), &[b'x'; 700]);
+    assert_eq!(sense_of(&o), (5, 0x0E, 0x03));
+    let o = run(&lu, &cdb10(0x28, 0, 10, 2), &[]);
+    assert!(o.data_in.iter().all(|&x| x == b'w'));
+    // Longer than MAXIMUM ATOMIC TRANSFER LENGTH; WRPROTECT; reserved bytes 10-11.
+    let big = lu_with(1 << 16, 512, true, false);
+    let n = (super::inquiry::MAX_ATOMIC_BYTES / 512) as u16 + 1;
+    let o = run(&big, &write_atomic_cdb(0, 0, n), &vec![0; n as usize * 512]);
+    assert_eq!(sense_of(&o), (5, 0x24, 0));
+    let o = run(&lu, &write_atomic_cdb(0x20, 0, 1), &[0; 512]);
+    assert_eq!(sense_of(&o), (5, 0x24, 0));
+    let mut c = write_atomic_cdb(0, 0, 1);
+    c[11] = 1;
+    assert_eq!(sense_of(&run(&lu, &c, &[0; 512])), (5, 0x24, 0));
+    // Read-only.
+    let ro = lu_with(64, 512, true, true);
+    let o = run(&ro, &write_atomic_cdb(0, 0, 1), &[0; 512]);
+    assert_eq!(sense_of(&o), (7, 0x27, 0));
+    // Advertised in the Block Limits page and REPORT SUPPORTED OPERATION CODES.
+    let o = run(&lu, &[0x12, 1, 0xB0, 0, 255, 0], &[]);
+    let max_atomic = u32::from_be_bytes(o.data_in[44..48].try_into().unwrap());
+    let max_xfer = u32::from_be_bytes(o.data_in[8..12].try_into().unwrap());
+    assert!(max_atomic >= 1 && max_atomic <= max_xfer);
+    assert_eq!(o.data_in[4] & 0x01, 0, "WSNZ clear");
+    let o = run(&lu, &[0xA3, 0x0C, 0x01, 0x9C, 0, 0, 0, 0, 1, 0, 0, 0], &[]);
+    assert_eq!(o.data_in[1] & 0x07, 3);
+    assert_eq!(o.data_in[5] & 0x18, 0x18);
 }
