@@ -86,6 +86,11 @@ impl LogicalUnit {
             0xB1 => {
                 d.resize(64, 0);
                 put_be(&mut d, 4, 2, 1); // non-rotating medium
+                if self.config.thin {
+                    // WABEREQ 01b: reads after SANITIZE BLOCK ERASE succeed (they return
+                    // zeros, LBPRZ). WACEREQ 0: no CRYPTO ERASE.
+                    d[7] = 0x40;
+                }
             }
             0xB2 => {
                 d.resize(8, 0);

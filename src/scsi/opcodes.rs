@@ -4,7 +4,7 @@
 use super::cdb::{field, put_be, truncate};
 use super::lu::{CmdResult, Ctx, LogicalUnit, Reply};
 use super::sense::ScsiError;
-use super::{capacity, inquiry, misc, mode, pr, provisioning, reserve, rw, xcopy};
+use super::{capacity, inquiry, misc, mode, pr, provisioning, reserve, rw, sanitize, xcopy};
 
 /// How a command is treated under reservations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +249,30 @@ pub(crate) static COMMANDS: &[OpDesc] = &[
         provisioning::unmap,
         Write,
     )),
+    op(
+        0x48,
+        Some(0x01),
+        "SANITIZE / OVERWRITE",
+        &[0x48, 0xBF, 0, 0, 0, 0, 0, FF, FF, 0],
+        sanitize::sanitize,
+        Write,
+    ),
+    thin_only(op(
+        0x48,
+        Some(0x02),
+        "SANITIZE / BLOCK ERASE",
+        &[0x48, 0xBF, 0, 0, 0, 0, 0, FF, FF, 0],
+        sanitize::sanitize,
+        Write,
+    )),
+    op(
+        0x48,
+        Some(0x1F),
+        "SANITIZE / EXIT FAILURE MODE",
+        &[0x48, 0xBF, 0, 0, 0, 0, 0, FF, FF, 0],
+        sanitize::sanitize,
+        Write,
+    ),
     op(
         0x55,
         None,

@@ -862,3 +862,148 @@ fn write_atomic() {
     assert_eq!(o.data_in[1] & 0x07, 3);
     assert_eq!(o.data_in[5] & 0x18, 0x18);
 }
+
+fn sanitize_cdb(sa: u8, plen: u16) -> Vec<u8> {
+    let mut c = vec![0x48, sa, 0, 0, 0, 0, 0, 0, 0, 0];
+    c[7..9].copy_from_slice(&plen.to_be_bytes());
+    c
+}
+
+fn overwrite_params(first: u8, pattern: &[u8]) -> Vec<u8> {
+    let mut p = vec![first, 0];
+    p.extend_from_slice(&(pattern.len() as u16).to_be_bytes());
+    p.extend_from_slice(pattern);
+    p
+}
+
+#[test]
+fn sanitize_overwrite_and_block_erase() {
+    let lu = lu_with(64, 512, true, false);
+    good(&run(&lu, &cdb10(0x2A, 0, 0, 4), &[b'a'; 2048]));
+    // OVERWRITE with a short pattern fills every block with it.
+    let p = overwrite_params(0x01, &[1, 2, 3, 4]);
+    good(&run(&lu, &sanitize_cdb(0x01, p.len() as u16), &p));
+    let o = run(&lu, &cdb10(0x28, 0, 0, 64), &[]);
+    assert!(o.data_in.chunks(4).all(|c| c == [1, 2, 3, 4]));
+    // INVERT with an even count leaves the inverted pattern.
+    let p = overwrite_params(0x80 | 0x02, &[0x0F]);
+    good(&run(&lu, &sanitize_cdb(0x81, p.len() as u16), &p));
+    let o = run(&lu, &cdb10(0x28, 0, 63, 1), &[]);
+    assert!(o.data_in.iter().all(|&x| x == 0xF0));
+    // Parameter list checks.
+    for len in 0..5u16 {
+        let o = run(&lu, &sanitize_cdb(0x01, len), &p[..len as usize]);
+        assert_eq!(sense_of(&o), (5, 0x24, 0));
+    }
+    let o = run(&lu, &sanitize_cdb(0x01, 517), &[0; 517]);
+    assert_eq!(sense_of(&o), (5, 0x24, 0));
+    let bad = overwrite_params(0x00, &[1]);
+    assert_eq!(sense_of(&run(&lu, &sanitize_cdb(0x01, 5), &bad)).1, 0x26);
+    let bad = overwrite_params(0x01, &[]);
+    let mut bad = bad.clone();
+    bad.push(0);
+    assert_eq!(sense_of(&run(&lu, &sanitize_cdb(0x01, 5), &bad)).1, 0x26);
+    let mut bad = overwrite_params(0x01, &[0; 8]);
+    bad[2..4].copy_from_slice(&600u16.to_be_bytes());
+    assert_eq!(sense_of(&run(&lu, &sanitize_cdb(0x01, 12), &bad)).1, 0x26);
+    // BLOCK ERASE deallocates everything; it takes no parameter list.
+    good(&run(&lu, &sanitize_cdb(0x02, 0), &[]));
+    let o = run(&lu, &cdb16(0x9E, 0x12, 0, 64), &[]);
+    good(&o);
+    assert_eq!(&o.data_in[16..20], &64u32.to_be_bytes());
+    assert_eq!(o.data_in[20], 1);
+    let o = run(&lu, &cdb10(0x28, 0, 0, 64), &[]);
+    assert!(o.data_in.iter().all(|&x| x == 0));
+    let o = run(&lu, &sanitize_cdb(0x02, 8), &[0; 8]);
+    assert_eq!(sense_of(&o), (5, 0x24, 0));
+    // EXIT FAILURE MODE takes no parameter list; CRYPTO ERASE and reserved bits are invalid.
+    good(&run(&lu, &sanitize_cdb(0x1F, 0), &[]));
+    assert_eq!(
+        sense_of(&run(&lu, &sanitize_cdb(0x1F, 8), &[0; 8])),
+        (5, 0x24, 0)
+    );
+    assert_eq!(
+        sense_of(&run(&lu, &sanitize_cdb(0x03, 0), &[])),
+        (5, 0x24, 0)
+    );
+    assert_eq!(
+        sense_of(&run(&lu, &sanitize_cdb(0x42, 0), &[])),
+        (5, 0x24, 0)
+    );
+    let mut c = sanitize_cdb(0x02, 0);
+    c[3] = 1;
+    assert_eq!(sense_of(&run(&lu, &c, &[])), (5, 0x24, 0));
+    // Read-only logical units refuse it.
+    let ro = lu_with(64, 512, true, true);
+    assert_eq!(
+        sense_of(&run(&ro, &sanitize_cdb(0x02, 0), &[])),
+        (7, 0x27, 0)
+    );
+    // BLOCK ERASE is only offered by thin logical units.
+    let thick = lu_with(64, 512, false, false);
+    assert_eq!(
+        sense_of(&run(&thick, &sanitize_cdb(0x02, 0), &[])),
+        (5, 0x24, 0)
+    );
+    let o = run(
+        &thick,
+        &[0xA3, 0x0C, 0x02, 0x48, 0, 0x02, 0, 0, 1, 0, 0, 0],
+        &[],
+    );
+    assert_eq!(o.data_in[1] & 0x07, 1);
+    let o = run(
+        &lu,
+        &[0xA3, 0x0C, 0x02, 0x48, 0, 0x02, 0, 0, 1, 0, 0, 0],
+        &[],
+    );
+    assert_eq!(o.data_in[1] & 0x07, 3);
+}
+
+#[test]
+fn sanitize_in_progress_and_failure_mode() {
+    let lu = lu();
+    lu.state().sanitizing = true;
+    assert_eq!(
+        sense_of(&run(&lu, &[0, 0, 0, 0, 0, 0], &[])),
+        (2, 0x04, 0x1B)
+    );
+    assert_eq!(
+        sense_of(&run(&lu, &cdb10(0x28, 0, 0, 1), &[])),
+        (2, 0x04, 0x1B)
+    );
+    good(&run(&lu, &[0x12, 0, 0, 0, 36, 0], &[]));
+    lu.state().sanitizing = false;
+    lu.state().sanitize_failed = true;
+    assert_eq!(
+        sense_of(&run(&lu, &cdb10(0x28, 0, 0, 1), &[])),
+        (3, 0x31, 0x03)
+    );
+    good(&run(&lu, &[0, 0, 0, 0, 0, 0], &[]));
+    good(&run(&lu, &sanitize_cdb(0x1F, 0), &[]));
+    good(&run(&lu, &cdb10(0x28, 0, 0, 1), &[]));
+}
+
+#[test]
+fn software_write_protect() {
+    let lu = lu();
+    good(&lu.execute(&req_on(2, &[0, 0, 0, 0, 0, 0], &[])));
+    // Control page: SWP is changeable.
+    let o = run(&lu, &[0x1A, 0x08, 0x4A, 0, 255, 0], &[]);
+    assert_eq!(o.data_in[4 + 4] & 0x08, 0x08);
+    let o = run(&lu, &[0x1A, 0x08, 0x0A, 0, 255, 0], &[]);
+    let mut p = o.data_in.to_vec();
+    p[0] = 0;
+    p[2] = 0;
+    p[4 + 4] |= 0x08;
+    good(&run(&lu, &[0x15, 0x10, 0, 0, p.len() as u8, 0], &p));
+    let o = run(&lu, &cdb10(0x2A, 0, 0, 1), &[0; 512]);
+    assert_eq!(sense_of(&o), (7, 0x27, 0));
+    let o = run(&lu, &[0x1A, 0x08, 0x0A, 0, 255, 0], &[]);
+    assert_eq!(o.data_in[2] & 0x80, 0x80);
+    // Another nexus is told the mode parameters changed.
+    let o = lu.execute(&req_on(2, &[0, 0, 0, 0, 0, 0], &[]));
+    assert_eq!(sense_of(&o), (6, 0x2A, 0x01));
+    p[4 + 4] &= !0x08;
+    good(&run(&lu, &[0x15, 0x10, 0, 0, p.len() as u8, 0], &p));
+    good(&run(&lu, &cdb10(0x2A, 0, 0, 1), &[0; 512]));
+}
