@@ -7,6 +7,10 @@
 //! and REQUEST SENSE ends with NOT READY / SANITIZE IN PROGRESS; if it fails, the logical unit
 //! refuses medium access with SANITIZE COMMAND FAILED until a SANITIZE succeeds or EXIT FAILURE
 //! MODE is sent.
+//!
+//! History: a store that keeps overwritten data (the CDP journal) still holds the old blocks
+//! after a SANITIZE; `BlockStore` has no call to drop them yet, so until it does, SANITIZE
+//! erases the current image only.
 
 use super::cdb::{field, param};
 use super::lu::{CmdResult, Ctx, LogicalUnit, Reply};
