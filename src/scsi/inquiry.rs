@@ -5,9 +5,11 @@ use super::lu::{CmdResult, Ctx, LogicalUnit, Reply};
 use super::sense::ScsiError;
 
 /// Largest READ/WRITE/VERIFY transfer, in bytes (MAXIMUM TRANSFER LENGTH in blocks = this / bs).
-pub(crate) const MAX_TRANSFER_BYTES: u64 = 8 << 20;
-/// MAXIMUM UNMAP LBA COUNT and MAXIMUM WRITE SAME LENGTH.
-pub(crate) const MAX_UNMAP_LBAS: u64 = 1 << 22;
+pub(crate) const MAX_TRANSFER_BYTES: u64 = 32 << 20;
+/// MAXIMUM UNMAP LBA COUNT (per descriptor and per command).
+pub(crate) const MAX_UNMAP_LBAS: u64 = 1 << 20;
+/// Largest WRITE ATOMIC (16) transfer, in bytes.
+pub(crate) const MAX_ATOMIC_BYTES: u64 = 1 << 20;
 /// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT.
 pub(crate) const MAX_UNMAP_DESCRIPTORS: u64 = 1024;
 /// MAXIMUM COMPARE AND WRITE LENGTH.
@@ -21,6 +23,11 @@ const PROTO_ISCSI: u8 = 0x5;
 impl LogicalUnit {
     pub(crate) fn max_transfer_blocks(&self) -> u64 {
         (MAX_TRANSFER_BYTES / self.block_size().max(1) as u64).max(1)
+    }
+
+    /// MAXIMUM ATOMIC TRANSFER LENGTH; WRITE ATOMIC (16) carries a 16-bit length.
+    pub(crate) fn max_atomic_blocks(&self) -> u64 {
+        (MAX_ATOMIC_BYTES / self.block_size().max(1) as u64).clamp(1, 0xFFFF)
     }
 
     /// The NAA designator value (8 bytes, NAA 5).
@@ -62,7 +69,7 @@ impl LogicalUnit {
             0x83 => self.device_identification(ctx, &mut d),
             0xB0 => {
                 d.resize(64, 0);
-                d[4] = 0x01; // WSNZ
+                // WSNZ clear: NUMBER OF LOGICAL BLOCKS zero in WRITE SAME means "to the end".
                 d[5] = MAX_CAW_BLOCKS as u8;
                 put_be(&mut d, 6, 2, 1);
                 put_be(&mut d, 8, 4, self.max_transfer_blocks());
@@ -72,11 +79,18 @@ impl LogicalUnit {
                     put_be(&mut d, 24, 4, MAX_UNMAP_DESCRIPTORS);
                     put_be(&mut d, 28, 4, 1);
                 }
-                put_be(&mut d, 36, 8, MAX_UNMAP_LBAS);
+                // MAXIMUM WRITE SAME LENGTH 0: no limit beyond the capacity.
+                put_be(&mut d, 44, 4, self.max_atomic_blocks());
+                // ATOMIC ALIGNMENT and ATOMIC TRANSFER LENGTH GRANULARITY 0: none required.
             }
             0xB1 => {
                 d.resize(64, 0);
                 put_be(&mut d, 4, 2, 1); // non-rotating medium
+                if self.config.thin {
+                    // WABEREQ 01b: reads after SANITIZE BLOCK ERASE succeed (they return
+                    // zeros, LBPRZ). WACEREQ 0: no CRYPTO ERASE.
+                    d[7] = 0x40;
+                }
             }
             0xB2 => {
                 d.resize(8, 0);

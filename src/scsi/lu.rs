@@ -48,6 +48,11 @@ pub(crate) struct LuState {
     /// Nexuses that asked to PREVENT MEDIUM REMOVAL.
     pub prevent: HashSet<u64>,
     pub copy: CopyState,
+    /// A SANITIZE is running: only INQUIRY, REPORT LUNS and REQUEST SENSE are served.
+    pub sanitizing: bool,
+    /// The last SANITIZE failed: medium access is refused until a SANITIZE succeeds or
+    /// EXIT FAILURE MODE.
+    pub sanitize_failed: bool,
 }
 
 /// One SCSI disk over a [`BlockStore`].
@@ -123,6 +128,8 @@ impl LogicalUnit {
                 reserved_by: None,
                 prevent: HashSet::new(),
                 copy: CopyState::default(),
+                sanitizing: false,
+                sanitize_failed: false,
             }),
             config,
             store,
@@ -195,7 +202,13 @@ impl LogicalUnit {
     fn dispatch(&self, ctx: &Ctx) -> CmdResult {
         let op = opcodes::lookup(ctx.cdb)?;
         if op.thin_only && !self.config.thin {
-            return Err(ScsiError::InvalidOpcode);
+            return Err(match op.service_action {
+                Some(_) => ScsiError::InvalidFieldInCdb {
+                    byte: 1,
+                    bit: Some(4),
+                },
+                None => ScsiError::InvalidOpcode,
+            });
         }
         let nexus = &ctx.req.nexus;
         {
@@ -206,10 +219,19 @@ impl LogicalUnit {
                     return Err(ScsiError::UnitAttention { asc, ascq });
                 }
             }
+            if st.sanitizing && !op.ua_exempt {
+                return Err(ScsiError::SanitizeInProgress);
+            }
             if ctx.cdb.len() < op.cdb_len as usize {
                 return Err(ScsiError::invalid_cdb(ctx.cdb.len() as u16));
             }
             self.check_conflict(&st, ctx, op.access, op.spc2_ok)?;
+            if st.sanitize_failed
+                && matches!(op.access, Access::Read | Access::Write)
+                && op.opcode != super::sanitize::OPCODE
+            {
+                return Err(ScsiError::SanitizeFailed);
+            }
         }
         opcodes::check_reserved_bits(op, ctx.cdb)?;
         (op.handler)(self, ctx)
@@ -269,8 +291,13 @@ impl LogicalUnit {
         st.prevent.remove(&nexus_id);
     }
 
+    /// Read-only by configuration or store, or software write protected (control page SWP).
+    pub(crate) fn write_protected(&self) -> bool {
+        self.read_only() || self.state().mode.swp
+    }
+
     pub(crate) fn check_writable(&self) -> Result<(), ScsiError> {
-        if self.read_only() {
+        if self.write_protected() {
             Err(ScsiError::WriteProtected)
         } else {
             Ok(())

@@ -65,6 +65,7 @@ mod pr;
 mod provisioning;
 mod reserve;
 mod rw;
+mod sanitize;
 pub mod sense;
 mod ua;
 mod xcopy;

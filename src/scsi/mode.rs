@@ -12,6 +12,8 @@ pub(crate) struct ModeState {
     pub wce: bool,
     /// Control page D_SENSE: descriptor-format sense data.
     pub d_sense: bool,
+    /// Control page SWP: software write protect (the medium is read-only until cleared).
+    pub swp: bool,
 }
 
 impl Default for ModeState {
@@ -19,6 +21,7 @@ impl Default for ModeState {
         ModeState {
             wce: true,
             d_sense: false,
+            swp: false,
         }
     }
 }
@@ -51,9 +54,13 @@ fn page(code: u8, pc: Pc, st: &ModeState) -> Option<Vec<u8>> {
     match (code, pc) {
         (0x08, Pc::Changeable) => p[2] = 0x04,
         (0x08, _) => p[2] = if s.wce { 0x04 } else { 0 },
-        (0x0A, Pc::Changeable) => p[2] = 0x04,
+        (0x0A, Pc::Changeable) => {
+            p[2] = 0x04;
+            p[4] = 0x08;
+        }
         (0x0A, _) => {
             p[2] = if s.d_sense { 0x04 } else { 0 };
+            p[4] = if s.swp { 0x08 } else { 0 };
             p[3] = 0x10; // unrestricted reordering allowed
             put_be(&mut p, 8, 2, 0xFFFF); // busy timeout: unlimited
         }
@@ -115,7 +122,7 @@ pub(crate) fn mode_sense(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
             put_be(&mut bd, 5, 3, bs);
         }
     }
-    let dsp = if lu.read_only() { 0x80 } else { 0 } | 0x10; // WP, DPOFUA
+    let dsp = if lu.write_protected() { 0x80 } else { 0 } | 0x10; // WP, DPOFUA
     let mut out;
     if ten {
         out = vec![0u8; 8];
@@ -214,16 +221,26 @@ pub(crate) fn mode_select(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
         }
         match code {
             0x08 => new.wce = sent[2] & 0x04 != 0,
-            0x0A => new.d_sense = sent[2] & 0x04 != 0,
+            0x0A => {
+                new.d_sense = sent[2] & 0x04 != 0;
+                new.swp = sent[4] & 0x08 != 0;
+            }
             _ => {}
         }
         off += plen;
     }
-    let changed = new.wce != st.mode.wce || new.d_sense != st.mode.d_sense;
+    let changed =
+        new.wce != st.mode.wce || new.d_sense != st.mode.d_sense || new.swp != st.mode.swp;
+    let cache_off = st.mode.wce && !new.wce;
     st.mode = new;
     if changed {
         // MODE PARAMETERS CHANGED for everyone else.
         st.ua.broadcast(Some(ctx.nexus_id()), 0x2A, 0x01);
+    }
+    drop(st);
+    if cache_off {
+        // Writes are FUA from now on; make the ones already cached durable too.
+        lu.store.flush().map_err(ScsiError::from_write)?;
     }
     Ok(Reply::good())
 }

@@ -4,7 +4,7 @@
 use super::cdb::{field, put_be, truncate};
 use super::lu::{CmdResult, Ctx, LogicalUnit, Reply};
 use super::sense::ScsiError;
-use super::{capacity, inquiry, misc, mode, pr, provisioning, reserve, rw, xcopy};
+use super::{capacity, inquiry, misc, mode, pr, provisioning, reserve, rw, sanitize, xcopy};
 
 /// How a command is treated under reservations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +250,30 @@ pub(crate) static COMMANDS: &[OpDesc] = &[
         Write,
     )),
     op(
+        0x48,
+        Some(0x01),
+        "SANITIZE / OVERWRITE",
+        &[0x48, 0xBF, 0, 0, 0, 0, 0, FF, FF, 0],
+        sanitize::sanitize,
+        Write,
+    ),
+    thin_only(op(
+        0x48,
+        Some(0x02),
+        "SANITIZE / BLOCK ERASE",
+        &[0x48, 0xBF, 0, 0, 0, 0, 0, FF, FF, 0],
+        sanitize::sanitize,
+        Write,
+    )),
+    op(
+        0x48,
+        Some(0x1F),
+        "SANITIZE / EXIT FAILURE MODE",
+        &[0x48, 0xBF, 0, 0, 0, 0, 0, FF, FF, 0],
+        sanitize::sanitize,
+        Write,
+    ),
+    op(
         0x55,
         None,
         "MODE SELECT(10)",
@@ -481,6 +505,16 @@ pub(crate) static COMMANDS: &[OpDesc] = &[
             0x93, 0x09, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0x1F, 0,
         ],
         provisioning::write_same,
+        Write,
+    ),
+    op(
+        0x9C,
+        None,
+        "WRITE ATOMIC(16)",
+        &[
+            0x9C, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0, FF, FF, 0x1F, 0,
+        ],
+        rw::write_atomic,
         Write,
     ),
     op(

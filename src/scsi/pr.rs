@@ -188,7 +188,8 @@ fn transport_id(initiator_port: &str) -> Vec<u8> {
 }
 
 fn ua_to(st: &mut LuState, r: &Registration, asc: u8, ascq: u8) {
-    st.ua.to_ports(&r.initiator_port, &r.target_port, asc, ascq);
+    st.ua
+        .send_to_ports(&r.initiator_port, &r.target_port, asc, ascq);
 }
 
 pub(crate) fn pr_out(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
@@ -396,28 +397,27 @@ fn preempt(
                 return Err(ScsiError::ReservationConflict);
             }
         }
-        Some(res) => {
-            if sa_key == res.holder.key {
-                let gone = remove_key(st, n, sa_key);
-                let same = res.holder.same_nexus(&me);
-                if gone.is_empty() && !same {
-                    return Err(ScsiError::ReservationConflict);
+        Some(res) if sa_key == res.holder.key => {
+            let gone = remove_key(st, n, sa_key);
+            let same = res.holder.same_nexus(&me);
+            if gone.is_empty() && !same {
+                return Err(ScsiError::ReservationConflict);
+            }
+            st.pr.reservation = Some(Reservation { rtype, holder: me });
+            if res.rtype != rtype && registrants_only(res.rtype) {
+                let others: Vec<Registration> =
+                    st.pr.regs.iter().filter(|x| !x.is(n)).cloned().collect();
+                for o in &others {
+                    ua_to(st, o, 0x2A, 0x04);
                 }
-                st.pr.reservation = Some(Reservation { rtype, holder: me });
-                if res.rtype != rtype && registrants_only(res.rtype) {
-                    let others: Vec<Registration> =
-                        st.pr.regs.iter().filter(|x| !x.is(n)).cloned().collect();
-                    for o in &others {
-                        ua_to(st, o, 0x2A, 0x04);
-                    }
-                }
-            } else {
-                if sa_key == 0 {
-                    return Err(ScsiError::invalid_param(8));
-                }
-                if remove_key(st, n, sa_key).is_empty() {
-                    return Err(ScsiError::ReservationConflict);
-                }
+            }
+        }
+        Some(_) => {
+            if sa_key == 0 {
+                return Err(ScsiError::invalid_param(8));
+            }
+            if remove_key(st, n, sa_key).is_empty() {
+                return Err(ScsiError::ReservationConflict);
             }
         }
     }

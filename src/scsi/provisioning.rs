@@ -21,27 +21,33 @@ pub(crate) fn write_same(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
     let ndob = sixteen && cdb[1] & 0x01 != 0;
     let bs = lu.block_size() as u64;
     ctx.out_wanted.set(if ndob { 0 } else { bs as u32 });
-    if len == 0 {
-        // WSNZ: a zero NUMBER OF LOGICAL BLOCKS is not supported.
-        return Err(ScsiError::invalid_cdb(if sixteen { 10 } else { 7 }));
-    }
-    if len > MAX_UNMAP_LBAS {
-        return Err(ScsiError::invalid_cdb(if sixteen { 10 } else { 7 }));
-    }
     lu.check_writable()?;
+    // WSNZ is clear: NUMBER OF LOGICAL BLOCKS zero means from LBA to the end of the medium
+    // (the LBA itself must still exist).
+    let len = if len == 0 {
+        if lba >= lu.num_blocks() {
+            return Err(ScsiError::LbaOutOfRange);
+        }
+        lu.num_blocks() - lba
+    } else {
+        len
+    };
     lu.check_lba(lba, len)?;
     let zero_block = vec![0u8; bs as usize];
     let block: &[u8] = if ndob {
         &zero_block
     } else {
-        ctx.req
-            .data_out
-            .get(..bs as usize)
-            .ok_or(ScsiError::InvalidFieldInIu)?
+        // Exactly one logical block of Data-Out: less cannot be replicated, and more means
+        // the initiator and the CDB disagree about the command.
+        if ctx.req.data_out.len() as u64 != bs {
+            return Err(ScsiError::InvalidFieldInIu);
+        }
+        &ctx.req.data_out
     };
-    let is_zero = block.iter().all(|&b| b == 0);
     let _g = lu.io_lock.read().unwrap_or_else(|p| p.into_inner());
-    if unmap && lu.config.thin && is_zero {
+    // UNMAP on a thin logical unit deallocates whatever the Data-Out holds: the LBAs then
+    // read as zeros (LBPRZ), as the initiator asked for deallocation, not for its data.
+    if unmap && lu.config.thin {
         lu.store
             .unmap(ctx.origin(), lba, len)
             .map_err(ScsiError::from_write)?;

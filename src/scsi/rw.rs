@@ -3,6 +3,7 @@
 
 use super::cdb::{byte, field};
 use super::inquiry::MAX_CAW_BLOCKS;
+
 use super::lu::{CmdResult, Ctx, LogicalUnit, Reply};
 use super::sense::ScsiError;
 
@@ -170,10 +171,17 @@ pub(crate) fn compare_and_write(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
     lu.check_writable()?;
     lu.check_lba(lba, n)?;
     if n == 0 {
+        // Nothing to compare; but an initiator that sends Data-Out with NUMBER OF LOGICAL
+        // BLOCKS zero meant a length the one-byte field cannot hold (e.g. 256).
+        if ctx.req.expected_out_len != 0 || !ctx.req.data_out.is_empty() {
+            return Err(ScsiError::invalid_cdb(13));
+        }
         return Ok(Reply::good());
     }
     let data = &ctx.req.data_out;
-    if (data.len() as u64) < 2 * n * bs {
+    // The Data-Out must be exactly the verify and write instances; anything else is an
+    // initiator error rather than something to guess about.
+    if data.len() as u64 != 2 * n * bs {
         return Err(ScsiError::InvalidFieldInIu);
     }
     let (verify, new) = data[..(2 * n * bs) as usize].split_at((n * bs) as usize);
@@ -206,5 +214,34 @@ pub(crate) fn orwrite(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
         *m |= *d;
     }
     lu.write_blocks(ctx, lba, &medium, fua)?;
+    Ok(Reply::good())
+}
+
+/// WRITE ATOMIC (16): all of the blocks or none of them. The write holds the I/O lock
+/// exclusively, so no other command sees or produces a partial result, and nothing is written
+/// unless the whole Data-Out arrived. (Durability across a host crash is that of the backing
+/// store's single write call.)
+pub(crate) fn write_atomic(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
+    let lba = field(ctx.cdb, 2, 8)?;
+    let len = field(ctx.cdb, 12, 2)?;
+    let bs = lu.block_size() as u64;
+    ctx.out_wanted
+        .set(u32::try_from(len * bs).unwrap_or(u32::MAX));
+    lu.check_writable()?;
+    lu.check_lba(lba, len)?;
+    if len > lu.max_atomic_blocks() {
+        return Err(ScsiError::invalid_cdb(12));
+    }
+    if len == 0 {
+        return Ok(Reply::good());
+    }
+    let data = ctx
+        .req
+        .data_out
+        .get(..(len * bs) as usize)
+        .ok_or(ScsiError::InvalidFieldInIu)?;
+    let fua = ctx.cdb[1] & 0x08 != 0;
+    let _g = lu.io_lock.write().unwrap_or_else(|p| p.into_inner());
+    lu.write_blocks(ctx, lba, data, fua)?;
     Ok(Reply::good())
 }

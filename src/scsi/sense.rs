@@ -73,6 +73,10 @@ pub enum ScsiError {
     CopyTargetUnreachable,
     /// A/xx/yy: a copy segment failed on the way.
     CopyAborted { asc: u8, ascq: u8 },
+    /// 2/04/1B LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS.
+    SanitizeInProgress,
+    /// 3/31/03 SANITIZE COMMAND FAILED (the logical unit is in sanitize failure mode).
+    SanitizeFailed,
     /// Status RESERVATION CONFLICT, no sense data.
     ReservationConflict,
 }
@@ -148,6 +152,8 @@ impl ScsiError {
             InternalFailure => f(HardwareError, 0x44, 0),
             CopyTargetUnreachable => f(SenseKey::CopyAborted, 0x0D, 0x02),
             ScsiError::CopyAborted { asc, ascq } => f(SenseKey::CopyAborted, asc, ascq),
+            SanitizeInProgress => f(NotReady, 0x04, 0x1B),
+            SanitizeFailed => f(MediumError, 0x31, 0x03),
             ReservationConflict => return None,
         })
     }

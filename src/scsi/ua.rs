@@ -61,7 +61,7 @@ impl UnitAttentions {
     }
 
     /// Queue a UA for every nexus of the given I_T nexus names.
-    pub fn to_ports(&mut self, initiator_port: &str, target_port: &str, asc: u8, ascq: u8) {
+    pub fn send_to_ports(&mut self, initiator_port: &str, target_port: &str, asc: u8, ascq: u8) {
         for e in self.nexuses.values_mut() {
             if e.initiator_port.eq_ignore_ascii_case(initiator_port)
                 && e.target_port.eq_ignore_ascii_case(target_port)

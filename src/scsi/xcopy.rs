@@ -97,14 +97,16 @@ pub(crate) fn extended_copy(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
     if tdl % 32 != 0 {
         return Err(ScsiError::invalid_param(2));
     }
+    // The list as a whole is checked before the descriptor counts: a list longer than
+    // MAXIMUM DESCRIPTOR LIST LENGTH is a length error whatever it holds.
+    if 16 + tdl + sdl > plen || tdl + sdl > MAX_DESCRIPTOR_LIST {
+        return Err(ScsiError::ParamListLength);
+    }
     if tdl / 32 > MAX_TARGET_DESCRIPTORS {
         return Err(ScsiError::ParamValue { ascq: 0x06 });
     }
     if sdl / 28 > MAX_SEGMENT_DESCRIPTORS {
         return Err(ScsiError::ParamValue { ascq: 0x08 });
-    }
-    if 16 + tdl + sdl > plen || tdl + sdl > MAX_DESCRIPTOR_LIST {
-        return Err(ScsiError::ParamListLength);
     }
     let mut targets = Vec::new();
     for i in 0..(tdl / 32) as usize {
@@ -126,11 +128,10 @@ pub(crate) fn extended_copy(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
         }
         let src = param(p, off + 4, 2)? as usize;
         let dst = param(p, off + 6, 2)? as usize;
-        if src >= targets.len() {
-            return Err(ScsiError::invalid_param(off as u16 + 4));
-        }
-        if dst >= targets.len() {
-            return Err(ScsiError::invalid_param(off as u16 + 6));
+        // A segment naming a target descriptor that is not in the list names a copy target
+        // that cannot be reached: the copy is aborted.
+        if src >= targets.len() || dst >= targets.len() {
+            return Err(ScsiError::CopyTargetUnreachable);
         }
         segments.push(Segment {
             src,
@@ -190,8 +191,14 @@ fn run_segments(
             return Err(ScsiError::invalid_param(10));
         }
         dst.check_writable()?;
-        src.check_lba(s.src_lba, s.blocks)?;
-        dst.check_lba(s.dst_lba, s.blocks)?;
+        // A segment reaching past the end of either device aborts the copy (the copy target
+        // would have refused the access).
+        let out_of_range = |_| ScsiError::CopyAborted {
+            asc: 0x00,
+            ascq: 0x00,
+        };
+        src.check_lba(s.src_lba, s.blocks).map_err(out_of_range)?;
+        dst.check_lba(s.dst_lba, s.blocks).map_err(out_of_range)?;
         let per = (COPY_CHUNK_BYTES / bs).max(1);
         let mut done = 0;
         while done < s.blocks {
