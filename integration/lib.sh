@@ -136,8 +136,10 @@ rewind_start() {
     TARGET_LUN=0
     TARGET_SIZE=$GIB
     log "starting $REWIND_BIN --data $REWIND_DATA serve --listen 127.0.0.1:$TARGET_PORT"
+    # REWIND_SERVE_ARGS: extra `serve` arguments, e.g. "--config FILE"
+    # shellcheck disable=SC2086  # word splitting of the extra arguments is intended
     RUST_LOG=${RUST_LOG:-info} "$REWIND_BIN" --data "$REWIND_DATA" serve --listen "127.0.0.1:$TARGET_PORT" \
-        >"$TARGET_LOG" 2>&1 &
+        ${REWIND_SERVE_ARGS:-} >"$TARGET_LOG" 2>&1 &
     TARGET_PID=$!
     wait_port "$TARGET_PORT" "$TARGET_PID" "$INTEG_START_TIMEOUT" "$TARGET_LOG" || { rewind_stop; return 1; }
 }

@@ -111,6 +111,11 @@ pub async fn start(data: &Path, config: &Config) -> anyhow::Result<Running> {
     let dd = DataDir::open(data)?;
     let metas = prepare_volumes(&dd, config)?;
     let ctx = TargetContext::new(config.iscsi.clone(), config.portal_group_tag);
+    let auth = config.load_auth()?;
+    for w in &auth.warnings {
+        tracing::warn!("{w}");
+    }
+    ctx.set_auth(auth);
     let registry = Registry::new(ctx.clone(), dd.clone(), config.journal.clone());
     build_targets(&registry, config, &metas)?;
     registry.spawn_merger();

@@ -36,6 +36,24 @@ pub struct ViewInfo {
     pub invalid_ports: Vec<u64>,
 }
 
+/// Journal errors about points in time, in an operator's terms.
+fn history_error(e: crate::journal::JournalError) -> String {
+    use crate::journal::JournalError;
+    match e {
+        JournalError::BeforeHistory { ts, born } => format!(
+            "{} is before this volume's history begins ({}); pick a later time",
+            format_stamp(ts),
+            format_stamp(born)
+        ),
+        JournalError::Expired { ts, horizon } => format!(
+            "{} is past the retention policy; the oldest point kept is {}",
+            format_stamp(ts),
+            format_stamp(horizon)
+        ),
+        other => other.to_string(),
+    }
+}
+
 /// Everything the daemon serves.
 pub struct Registry {
     pub ctx: Arc<TargetContext>,
@@ -182,7 +200,7 @@ impl Registry {
         if ts > j.last_stamp().max(now_micros()) {
             return Err("that time is in the future".into());
         }
-        let view = j.view(ts).map_err(|e| e.to_string())?;
+        let view = j.view(ts).map_err(history_error)?;
         let point = view.point();
         let invalid_ports = view.invalid_ports().map_err(|e| e.to_string())?;
         let suffix = name
@@ -269,6 +287,7 @@ impl Registry {
         let invalid = j.invalid_ports(0, u64::MAX).map_err(|e| e.to_string())?;
         Ok(serde_json::json!({
             "volume": v.meta.name,
+            "oldest": format_stamp(j.born()),
             "newest": format_stamp(now),
             "newest_stamp": now,
             "entries": j.primary_entries(),

@@ -23,6 +23,8 @@ pub enum JournalError {
     PortInvalid { port: u64, since: u64 },
     #[error("history at {ts} has expired (oldest retained point {horizon})")]
     Expired { ts: u64, horizon: u64 },
+    #[error("{ts} is before the volume's history begins ({born})")]
+    BeforeHistory { ts: u64, born: u64 },
 }
 
 impl From<JournalError> for StorageError {

@@ -61,6 +61,33 @@ pub(crate) struct Shared {
     marks: sled::Tree,
     validity: sled::Tree,
     last_mark_gen: AtomicU64,
+    /// The first stamp of this journal's history.
+    born: u64,
+}
+
+/// The journal's birth stamp from `DIR/born`, written (and made durable) on first open.
+fn read_or_create_born(dir: &Path, clock: &StampClock) -> Result<u64> {
+    let path = dir.join("born");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| JournalError::Corrupt {
+                file: path.display().to_string(),
+                offset: 0,
+                reason: "not a time stamp".into(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let born = clock.stamp();
+            let tmp = dir.join("born.tmp");
+            std::fs::write(&tmp, format!("{born}\n"))?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            super::partial::sync_dir(dir)?;
+            Ok(born)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The journaling wrapper around a volume.
@@ -128,6 +155,9 @@ impl JournaledStore {
             report.partial_files += 1;
         }
         super::partial::sync_dir(&partial_dir)?;
+        // History starts when the journal is first opened: no point before it can be shown.
+        // Kept in a file of its own, since the sled index may be rebuilt.
+        let born = read_or_create_born(dir, &clock)?;
         let bookmarks = primary.db.open_tree("bookmarks")?;
         let marks = primary.db.open_tree("consistency_marks")?;
         let validity = primary.db.open_tree("port_validity")?;
@@ -152,6 +182,7 @@ impl JournaledStore {
             marks,
             validity,
             last_mark_gen: AtomicU64::new(u64::MAX),
+            born,
         });
         let bg = shared.clone();
         let flusher = std::thread::Builder::new()
@@ -166,6 +197,11 @@ impl JournaledStore {
 
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.recovery
+    }
+
+    /// The oldest point history can show (the journal's creation).
+    pub fn born(&self) -> u64 {
+        self.shared.born
     }
 
     /// The newest stamp handed out.
@@ -931,6 +967,12 @@ impl Shared {
                 .map(u64::from_be_bytes)
                 .unwrap_or(0))
         };
+        if ts < self.born {
+            return Err(JournalError::BeforeHistory {
+                ts,
+                born: self.born,
+            });
+        }
         let merged_at = get("merge_now")?;
         let horizon = get("horizon")?;
         if merged_at > 0 && ts < horizon {

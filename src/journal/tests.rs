@@ -297,9 +297,17 @@ fn view_creation_is_cheap() {
     }
     js.flush_partials().unwrap();
     let t = std::time::Instant::now();
+    let born = js.born();
     for k in 0..100 {
-        let _ = js.view_at(k * 1000).unwrap();
+        let _ = js.view_at(born + k * 1000).unwrap();
     }
+    assert!(
+        matches!(
+            js.view_at(born - 1),
+            Err(JournalError::BeforeHistory { .. })
+        ),
+        "no view before history begins"
+    );
     assert!(t.elapsed() < Duration::from_millis(50));
 }
 

@@ -20,6 +20,7 @@ use super::negotiation::{ConnParams, NegotiationError, Negotiator, SessionType};
 use super::pdu_io::{PduReader, ReadError};
 use super::session::{isid_hex, lock, Session};
 use super::TargetContext;
+use crate::auth::{ChapServer, ChapStep};
 use crate::scsi::Nexus;
 
 /// Login stages (CSG/NSG values).
@@ -126,9 +127,106 @@ struct Login<'a> {
     text: BytesMut,
     sent_tpgt: bool,
     existing: Option<Arc<Session>>,
+    /// CHAP in progress, when the target (or discovery) requires it.
+    chap: Option<ChapServer>,
 }
 
+type LoginFailure = (LoginStatus, Vec<(String, String)>);
+
 impl<'a> Login<'a> {
+    /// Answer one complete request: negotiation, first-request checks, authentication.
+    /// Returns the keys to send and the stage step (a transit may be held back until CHAP is done).
+    fn answer(
+        &mut self,
+        req: &LoginRequest,
+        text: &[u8],
+        mut step: StageStep,
+        first: bool,
+    ) -> Result<(Vec<(String, String)>, StageStep), LoginFailure> {
+        let plain = |status: LoginStatus| (status, Vec::new());
+        let pairs = parse_pairs(text).map_err(|_| plain(LoginStatus::INITIATOR_ERROR))?;
+        let mut answers = self
+            .neg
+            .process(&pairs, first)
+            .map_err(|e| plain(negotiation_status(&e)))?;
+        if first {
+            self.check_first(req).map_err(plain)?;
+            self.chap = self.required_chap().map_err(plain)?;
+        }
+        if let Some(chap) = self.chap.as_mut() {
+            if let Some(offer) = pairs
+                .iter()
+                .find(|(k, _)| k == "AuthMethod")
+                .map(|(_, v)| v)
+            {
+                if !offer.split(',').any(|m| m.trim() == "CHAP") {
+                    info!(initiator = ?self.neg.declared.initiator_name, "CHAP required but not offered");
+                    return Err(plain(LoginStatus::AUTHENTICATION_FAILURE));
+                }
+                for (k, v) in answers.iter_mut() {
+                    if k == "AuthMethod" {
+                        *v = "CHAP".into();
+                    }
+                }
+            }
+            if step.current == Stage::Security {
+                match chap.step(&pairs) {
+                    Ok(ChapStep::Continue(keys)) => {
+                        answers.extend(keys);
+                        step.transit_to = None;
+                    }
+                    Ok(ChapStep::Done(keys)) => answers.extend(keys),
+                    Err(e) => {
+                        info!(initiator = ?self.neg.declared.initiator_name, error = %e, "CHAP authentication failed");
+                        return Err((e.login_status(), e.reply_keys()));
+                    }
+                }
+            }
+            let leaving = step.current != Stage::Security || step.transit_to.is_some();
+            if leaving && !chap.is_done() {
+                info!(initiator = ?self.neg.declared.initiator_name, "left the security stage without authenticating");
+                return Err(plain(LoginStatus::AUTHENTICATION_FAILURE));
+            }
+        }
+        if step.current == Stage::Operational {
+            self.neg.declare_mrdsl(&mut answers);
+        }
+        if !self.sent_tpgt && self.neg.session_type() == SessionType::Normal {
+            self.sent_tpgt = true;
+            answers.push((
+                "TargetPortalGroupTag".into(),
+                self.ctx.portal_group_tag.to_string(),
+            ));
+        }
+        Ok((answers, step))
+    }
+
+    /// The CHAP credentials this login must prove, after the ACL check.
+    fn required_chap(&self) -> Result<Option<ChapServer>, LoginStatus> {
+        let auth = self.ctx.auth();
+        let initiator = self
+            .neg
+            .declared
+            .initiator_name
+            .as_deref()
+            .unwrap_or_default();
+        let cfg = match self.neg.session_type() {
+            SessionType::Discovery => auth.discovery.clone(),
+            SessionType::Normal => {
+                let target = self.neg.declared.target_name.as_deref().unwrap_or_default();
+                if !auth.policy.allows(target, initiator) {
+                    info!(
+                        initiator,
+                        target, "initiator not in the target's allowed list"
+                    );
+                    return Err(LoginStatus::AUTHORIZATION_FAILURE);
+                }
+                auth.chap_for_target(target).cloned()
+            }
+        };
+        Ok(cfg.map(ChapServer::new))
+    }
+
     fn response(
         &mut self,
         req: &LoginRequest,
@@ -321,6 +419,7 @@ pub async fn run(
         text: BytesMut::new(),
         sent_tpgt: false,
         existing: None,
+        chap: None,
     };
     let mut first = true;
     loop {
@@ -373,37 +472,11 @@ pub async fn run(
             continue;
         }
         let text = std::mem::take(&mut login.text);
-        let outcome = (|| -> Result<Vec<(String, String)>, LoginStatus> {
-            let pairs = parse_pairs(&text).map_err(|_| LoginStatus::INITIATOR_ERROR)?;
-            let mut answers = login
-                .neg
-                .process(&pairs, first)
-                .map_err(|e| negotiation_status(&e))?;
-            if first {
-                login.check_first(&req)?;
-            }
-            if step.current == Stage::Security
-                && !pairs.iter().any(|(k, _)| k == "AuthMethod")
-                && first
-            {
-                // No AuthMethod offered: we require none, so the security stage is a formality.
-            }
-            if step.current == Stage::Operational {
-                login.neg.declare_mrdsl(&mut answers);
-            }
-            if !login.sent_tpgt && login.neg.session_type() == SessionType::Normal {
-                login.sent_tpgt = true;
-                answers.push((
-                    "TargetPortalGroupTag".into(),
-                    login.ctx.portal_group_tag.to_string(),
-                ));
-            }
-            Ok(answers)
-        })();
-        let answers = match outcome {
+        let outcome = login.answer(&req, &text, step, first);
+        let (answers, step) = match outcome {
             Ok(a) => a,
-            Err(status) => {
-                let pdu = login.response(&req, status, None, Bytes::new());
+            Err((status, keys)) => {
+                let pdu = login.response(&req, status, None, Bytes::from(encode_pairs(&keys)));
                 send(wr, &pdu).await?;
                 return Ok(LoginEnd::Failed(status));
             }

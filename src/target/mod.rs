@@ -31,6 +31,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::AuthSettings;
 use crate::config::IscsiConfig;
 use crate::scsi::LogicalUnit;
 
@@ -58,6 +59,7 @@ pub struct TargetContext {
     pub sessions: session::SessionTable,
     pub shutdown: CancellationToken,
     next_nexus_id: AtomicU64,
+    auth: RwLock<Arc<AuthSettings>>,
 }
 
 impl TargetContext {
@@ -70,7 +72,19 @@ impl TargetContext {
             sessions: session::SessionTable::default(),
             shutdown: CancellationToken::new(),
             next_nexus_id: AtomicU64::new(1),
+            auth: RwLock::new(Arc::new(AuthSettings::default())),
         })
+    }
+
+    /// Authentication and access settings (CHAP credentials, initiator lists).
+    pub fn auth(&self) -> Arc<AuthSettings> {
+        self.auth.read().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    pub fn set_auth(&self, auth: AuthSettings) {
+        if let Ok(mut a) = self.auth.write() {
+            *a = Arc::new(auth);
+        }
     }
 
     /// iSCSI names compare case-insensitively.

@@ -237,6 +237,8 @@ impl Negotiator {
                 self.declared.initiator_alias = Some(value.to_string());
                 return Ok(None);
             }
+            // CHAP keys belong to the authentication exchange (crate::auth).
+            k if k.starts_with("CHAP_") => return Ok(None),
             // Keys only a target may send, and answers to offers we never made.
             "TargetAlias" | "TargetAddress" | "TargetPortalGroupTag" => {
                 return Ok(Some(IRRELEVANT.into()))

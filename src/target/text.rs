@@ -24,10 +24,12 @@ const MAX_TEXT: usize = 64 * 1024;
 /// The SendTargets answer: each visible target with its portals.
 pub fn send_targets(
     ctx: &TargetContext,
+    initiator: &str,
     which: &str,
     session_target: Option<&str>,
     local: Option<SocketAddr>,
 ) -> Vec<(String, String)> {
+    let auth = ctx.auth();
     let mut out = Vec::new();
     let portals = ctx.portals.read().map(|p| p.clone()).unwrap_or_default();
     for t in ctx.targets() {
@@ -36,7 +38,8 @@ pub fn send_targets(
             "" => session_target.is_some_and(|s| s.eq_ignore_ascii_case(&t.name)),
             name => name.eq_ignore_ascii_case(&t.name),
         };
-        if !wanted {
+        // Targets this initiator may not log in to are not shown at all.
+        if !wanted || !auth.policy.allows(&t.name, initiator) {
             continue;
         }
         out.push(("TargetName".to_string(), t.name.clone()));
@@ -113,6 +116,7 @@ pub async fn handle(conn: &ConnShared, state: &mut TextState, req: TextRequest) 
                 let local = conn.local_addr;
                 answers.extend(send_targets(
                     &conn.ctx,
+                    &conn.session.initiator_name,
                     value,
                     conn.session.target_name(),
                     local,
