@@ -130,7 +130,7 @@ KNOWN=$INTEG_DIR/conformance-known-failures.txt
 if [ "$TARGET_IMPL" = rewind ] && [ -f "$KNOWN" ]; then
     # Fixed tests must leave the list; failures not on it fail the run.
     fixed=$(comm -23 <(grep -v '^#' "$KNOWN" | sort -u) <(sort -u "$FAILED_LIST"))
-    [ -z "$fixed" ] || { echo "now passing (remove from $(basename "$KNOWN")):"; echo "$fixed" | sed 's/^/  /'; }
+    [ -z "$fixed" ] || { echo "now passing (remove from $(basename "$KNOWN")):"; while IFS= read -r t; do echo "  $t"; done <<<"$fixed"; }
 fi
 if [ "$NF" -gt 0 ]; then
     if [ "$TARGET_IMPL" = rewind ] && [ -f "$KNOWN" ]; then
@@ -139,7 +139,7 @@ if [ "$NF" -gt 0 ]; then
             echo "[$INTEG_NAME] all $NF failures are known ($(basename "$KNOWN")); no new failures"
             exit 0
         fi
-        [ -z "$new" ] || { echo "NEW failures:"; echo "$new" | sed 's/^/  /'; }
+        [ -z "$new" ] || { echo "NEW failures:"; while IFS= read -r t; do echo "  $t"; done <<<"$new"; }
     fi
     if [ "${CONFORMANCE_ALLOW_FAIL:-0}" = 1 ]; then
         echo "[$INTEG_NAME] $NF failures tolerated (CONFORMANCE_ALLOW_FAIL=1)"
