@@ -306,6 +306,12 @@ pub struct IscsiConfig {
     /// A connection that has not completed login in this time is dropped.
     #[serde(with = "humantime_serde_compat")]
     pub login_timeout: std::time::Duration,
+    /// Most sessions at once (discovery included); more logins get "out of resources".
+    pub max_sessions: u32,
+    /// Most TCP connections at once; more wait in the accept queue.
+    pub max_tcp_connections: u32,
+    /// Most solicited write data in flight across all sessions, in bytes.
+    pub max_write_data_in_flight: u64,
 }
 
 impl Default for IscsiConfig {
@@ -320,6 +326,9 @@ impl Default for IscsiConfig {
             nop_in_interval: std::time::Duration::from_secs(10),
             nop_in_timeout: std::time::Duration::from_secs(30),
             login_timeout: std::time::Duration::from_secs(15),
+            max_sessions: 256,
+            max_tcp_connections: 1024,
+            max_write_data_in_flight: 512 << 20,
         }
     }
 }
@@ -544,6 +553,16 @@ impl Config {
         if i.first_burst_length > i.max_burst_length {
             return Err(ConfigError::Invalid(
                 "iscsi: first_burst_length must not exceed max_burst_length".into(),
+            ));
+        }
+        if i.max_write_data_in_flight < u64::from(i.max_burst_length) {
+            return Err(ConfigError::Invalid(
+                "iscsi: max_write_data_in_flight must be at least max_burst_length".into(),
+            ));
+        }
+        if i.max_sessions == 0 || i.max_tcp_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "iscsi: max_sessions and max_tcp_connections must be at least 1".into(),
             ));
         }
         if i.max_outstanding_r2t == 0 || i.max_connections == 0 || i.queue_depth == 0 {

@@ -163,6 +163,22 @@ pub async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     running.task.abort();
+    for v in running.registry.volumes() {
+        let name = v.meta.name.clone();
+        let store = v.store.clone();
+        let flushed = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || store.flush()),
+        )
+        .await;
+        match flushed {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::error!(volume = %name, error = %e, "flush at shutdown failed")
+            }
+            _ => tracing::error!(volume = %name, "flush at shutdown did not finish in 30 s"),
+        }
+    }
     info!("stopped");
     Ok(())
 }

@@ -185,7 +185,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(rewind::daemon::serve(&cli.data, config))
+            let result = rt.block_on(rewind::daemon::serve(&cli.data, config));
+            // `serve` flushed every volume; do not wait on stragglers.
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+            result
         }
         Command::Volume(VolumeCommand::Create {
             name,

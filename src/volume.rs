@@ -19,6 +19,8 @@ use crate::target::{Target, TargetContext};
 /// One served volume.
 pub struct Volume {
     pub meta: VolumeMeta,
+    /// What the logical unit reads and writes: the journal, or the file when not journaled.
+    pub store: Arc<dyn BlockStore>,
     pub journal: Option<Arc<JournaledStore>>,
     pub lu: Arc<LogicalUnit>,
 }
@@ -148,10 +150,11 @@ impl Registry {
         };
         let lu = Arc::new(LogicalUnit::new(
             lu_config(meta, meta.read_only, meta.id, meta.name.clone()),
-            store,
+            store.clone(),
         ));
         let v = Arc::new(Volume {
             meta: meta.clone(),
+            store,
             journal,
             lu,
         });

@@ -326,6 +326,13 @@ impl<'a> Login<'a> {
         let session = match self.existing.clone() {
             Some(s) => s,
             None => {
+                if self.ctx.sessions.len() >= self.ctx.iscsi.max_sessions as usize {
+                    info!(
+                        max = self.ctx.iscsi.max_sessions,
+                        "session limit reached; login refused"
+                    );
+                    return Err(LoginStatus::OUT_OF_RESOURCES);
+                }
                 let tsih = self
                     .ctx
                     .sessions

@@ -60,12 +60,15 @@ pub struct TargetContext {
     pub shutdown: CancellationToken,
     next_nexus_id: AtomicU64,
     auth: RwLock<Arc<AuthSettings>>,
+    /// Solicited write data in flight across all sessions, in `scsi_task::DATA_BUDGET_UNIT`s:
+    /// R2Ts wait for budget, so many large writes at once cannot exhaust memory.
+    pub data_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl TargetContext {
     pub fn new(iscsi: IscsiConfig, portal_group_tag: u16) -> Arc<TargetContext> {
         Arc::new(TargetContext {
-            iscsi,
+            iscsi: iscsi.clone(),
             portal_group_tag,
             portals: RwLock::new(Vec::new()),
             targets: RwLock::new(BTreeMap::new()),
@@ -73,6 +76,9 @@ impl TargetContext {
             shutdown: CancellationToken::new(),
             next_nexus_id: AtomicU64::new(1),
             auth: RwLock::new(Arc::new(AuthSettings::default())),
+            data_budget: Arc::new(tokio::sync::Semaphore::new(
+                (iscsi.max_write_data_in_flight / u64::from(scsi_task::DATA_BUDGET_UNIT)) as usize,
+            )),
         })
     }
 

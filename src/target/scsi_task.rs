@@ -25,13 +25,30 @@ use crate::scsi::{self, ScsiOutcome, ScsiRequest};
 /// The most Data-Out one command may carry: bounds what a lying EDTL can make us buffer.
 pub const MAX_COMMAND_DATA: u32 = 64 * 1024 * 1024;
 
+/// Solicited Data-Out is budgeted target-wide in units of this many bytes.
+pub const DATA_BUDGET_UNIT: u32 = 4096;
+
 const STATUS_GOOD: u8 = 0x00;
 const STATUS_CHECK_CONDITION: u8 = 0x02;
 const STATUS_CONDITION_MET: u8 = 0x04;
+const STATUS_TASK_SET_FULL: u8 = 0x28;
 
 /// Register the task and run it on its own tokio task.
 pub fn start(conn: Arc<ConnShared>, cmd: ScsiCommand, admission: Admission) {
     let session = &conn.session;
+    // The CmdSN window bounds ordinary commands; immediate ones could still pile up.
+    let limit = conn.ctx.iscsi.queue_depth as usize + 16;
+    if lock(&session.tasks).len() >= limit {
+        warn!(tsih = session.tsih, limit, "task set full");
+        tokio::spawn(async move {
+            let full = ScsiOutcome {
+                status: STATUS_TASK_SET_FULL,
+                ..ScsiOutcome::default()
+            };
+            respond(&conn, &cmd, full).await;
+        });
+        return;
+    }
     let handle = TaskHandle::new(decode_lun(cmd.lun).unwrap_or(u64::MAX), cmd.cmd_sn);
     let needs_data = cmd.write && cmd.expected_data_len as usize > cmd.data.len();
     let data_rx = if needs_data {
@@ -93,8 +110,11 @@ async fn gather(
         );
     }
     let params = &conn.session.params;
-    let mut buf = BytesMut::zeroed(edtl as usize);
-    buf[..cmd.data.len()].copy_from_slice(&cmd.data);
+    // Grows as data arrives: a large Expected Data Transfer Length alone allocates nothing.
+    let mut buf = BytesMut::with_capacity((edtl as usize).min(1 << 20));
+    buf.extend_from_slice(&cmd.data);
+    // Bytes solicited by R2Ts count against the target-wide budget until the command ends.
+    let mut budget = Vec::new();
     let mut received = cmd.data.len() as u32;
     let mut got_unsolicited_final = cmd.final_;
     // Unsolicited Data-Out (InitialR2T=No) continues up to FirstBurstLength.
@@ -114,6 +134,15 @@ async fn gather(
         if got_unsolicited_final {
             while outstanding.len() < params.max_outstanding_r2t as usize && next_offset < edtl {
                 let len = (edtl - next_offset).min(params.max_burst_length);
+                let permits = len.div_ceil(DATA_BUDGET_UNIT);
+                let permit = tokio::select! {
+                    _ = abort.cancelled() => return Gathered::Aborted,
+                    p = conn.ctx.data_budget.clone().acquire_many_owned(permits) => match p {
+                        Ok(p) => p,
+                        Err(_) => return Gathered::Aborted,
+                    },
+                };
+                budget.push(permit);
                 let ttt = conn.next_ttt();
                 let r2t = Pdu::R2t(R2t {
                     lun: cmd.lun,
@@ -201,9 +230,17 @@ async fn gather(
         let (Ok(start), Ok(stop)) = (usize::try_from(d.buffer_offset), usize::try_from(end)) else {
             return violation(&d);
         };
-        if let Some(dst) = buf.get_mut(start..stop) {
-            dst.copy_from_slice(&d.data);
+        // DataSequenceInOrder and DataPDUInOrder are Yes: data arrives in offset order.
+        if start != buf.len() || stop < start {
+            warn!(
+                itt = cmd.itt,
+                offset = d.buffer_offset,
+                expected = buf.len(),
+                "Data-Out out of order"
+            );
+            return violation(&d);
         }
+        buf.extend_from_slice(&d.data);
         received = received.saturating_add(len);
         if d.final_ {
             if end != seq_end {
@@ -217,6 +254,7 @@ async fn gather(
             }
         }
     }
+    drop(budget);
     Gathered::Data(buf.freeze())
 }
 

@@ -12,9 +12,6 @@ use super::login::{self, LoginEnd};
 use super::pdu_io::PduReader;
 use super::TargetContext;
 
-/// The most TCP connections served at once; more wait in the accept queue.
-pub const MAX_CONNECTIONS: usize = 1024;
-
 /// Bind every portal; returns the bound addresses (port 0 resolved).
 pub async fn bind(ctx: &TargetContext, addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
     let mut listeners = Vec::new();
@@ -32,7 +29,7 @@ pub async fn bind(ctx: &TargetContext, addrs: &[SocketAddr]) -> std::io::Result<
 
 /// Accept connections on every listener until shutdown.
 pub async fn serve(ctx: Arc<TargetContext>, listeners: Vec<TcpListener>) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limit = Arc::new(Semaphore::new(ctx.iscsi.max_tcp_connections as usize));
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
         let ctx = ctx.clone();
