@@ -349,10 +349,12 @@ impl<'a> Login<'a> {
                     SessionType::Discovery => None,
                 };
                 let target_name = target.as_ref().map_or_else(String::new, |t| t.name.clone());
+                let initiator_port = format!("{},i,0x{}", initiator_name, isid_hex(&self.isid));
+                let target_port = format!("{},t,0x{:04x}", target_name, self.ctx.portal_group_tag);
                 let nexus = Arc::new(Nexus {
-                    id: self.ctx.next_nexus_id(),
-                    initiator_port: format!("{},i,0x{}", initiator_name, isid_hex(&self.isid)),
-                    target_port: format!("{},t,0x{:04x}", target_name, self.ctx.portal_group_tag),
+                    id: self.ctx.nexus_id(&initiator_port, &target_port),
+                    initiator_port,
+                    target_port,
                     relative_port: self.ctx.portal_group_tag,
                 });
                 let session = Arc::new(Session {

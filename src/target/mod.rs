@@ -59,6 +59,10 @@ pub struct TargetContext {
     pub sessions: session::SessionTable,
     pub shutdown: CancellationToken,
     next_nexus_id: AtomicU64,
+    /// I_T nexus ids by "initiator port|target port": a nexus keeps its id across sessions,
+    /// so per-port state (partial journals, reservations) is bounded by the initiator ports
+    /// ever seen, not by the number of logins.
+    nexus_ids: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     auth: RwLock<Arc<AuthSettings>>,
     /// Solicited write data in flight across all sessions, in `scsi_task::DATA_BUDGET_UNIT`s:
     /// R2Ts wait for budget, so many large writes at once cannot exhaust memory.
@@ -75,6 +79,7 @@ impl TargetContext {
             sessions: session::SessionTable::default(),
             shutdown: CancellationToken::new(),
             next_nexus_id: AtomicU64::new(1),
+            nexus_ids: std::sync::Mutex::new(std::collections::HashMap::new()),
             auth: RwLock::new(Arc::new(AuthSettings::default())),
             data_budget: Arc::new(tokio::sync::Semaphore::new(
                 (iscsi.max_write_data_in_flight / u64::from(scsi_task::DATA_BUDGET_UNIT)) as usize,
@@ -123,8 +128,11 @@ impl TargetContext {
             .unwrap_or_default()
     }
 
-    pub fn next_nexus_id(&self) -> u64 {
-        self.next_nexus_id.fetch_add(1, Ordering::Relaxed)
+    /// The id of the I_T nexus between these ports (stable for the life of the process).
+    pub fn nexus_id(&self, initiator_port: &str, target_port: &str) -> u64 {
+        let key = format!("{}|{}", initiator_port.to_ascii_lowercase(), target_port.to_ascii_lowercase());
+        let mut ids = session::lock(&self.nexus_ids);
+        *ids.entry(key).or_insert_with(|| self.next_nexus_id.fetch_add(1, Ordering::Relaxed))
     }
 }
 

@@ -122,6 +122,11 @@ impl Session {
 
     /// End the session: close every connection, abort every task, release the LUNs' per-nexus state.
     pub fn close(&self) {
+        if self.cancel.is_cancelled() {
+            // Closed already (reinstatement closes first, the connections' teardown again):
+            // the nexus may belong to a newer session by now.
+            return;
+        }
         self.cancel.cancel();
         for t in lock(&self.tasks).values() {
             t.try_abort();
