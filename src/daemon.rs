@@ -118,7 +118,6 @@ pub async fn start(data: &Path, config: &Config) -> anyhow::Result<Running> {
     ctx.set_auth(auth);
     let registry = Registry::new(ctx.clone(), dd.clone(), config.journal.clone());
     build_targets(&registry, config, &metas)?;
-    registry.spawn_merger();
     let addrs = config.listen_addrs()?;
     let listeners = server::bind(&ctx, &addrs)
         .await

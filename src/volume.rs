@@ -335,39 +335,6 @@ impl Registry {
             .map(|r| format!("{r:?}"))
             .map_err(|e| e.to_string())
     }
-
-    /// Background merge of every journal at the configured interval.
-    pub fn spawn_merger(self: &Arc<Self>) {
-        let every = self.journal.merge_interval.0;
-        if every.is_zero() {
-            return;
-        }
-        let reg = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = reg.ctx.shutdown.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                for v in reg.volumes() {
-                    if let Some(j) = v.journal.clone() {
-                        let name = v.meta.name.clone();
-                        match tokio::task::spawn_blocking(move || j.merge()).await {
-                            Ok(Ok(report)) => tracing::debug!(volume = %name, ?report, "merge"),
-                            Ok(Err(e)) => {
-                                tracing::warn!(volume = %name, error = %e, "merge failed")
-                            }
-                            Err(e) => {
-                                tracing::warn!(volume = %name, error = %e, "merge task failed")
-                            }
-                        }
-                    }
-                }
-            }
-        });
-    }
 }
 
 /// Is there a journal directory for this volume (for offline tools)?

@@ -130,9 +130,14 @@ impl TargetContext {
 
     /// The id of the I_T nexus between these ports (stable for the life of the process).
     pub fn nexus_id(&self, initiator_port: &str, target_port: &str) -> u64 {
-        let key = format!("{}|{}", initiator_port.to_ascii_lowercase(), target_port.to_ascii_lowercase());
+        let key = format!(
+            "{}|{}",
+            initiator_port.to_ascii_lowercase(),
+            target_port.to_ascii_lowercase()
+        );
         let mut ids = session::lock(&self.nexus_ids);
-        *ids.entry(key).or_insert_with(|| self.next_nexus_id.fetch_add(1, Ordering::Relaxed))
+        *ids.entry(key)
+            .or_insert_with(|| self.next_nexus_id.fetch_add(1, Ordering::Relaxed))
     }
 }
 
