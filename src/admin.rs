@@ -32,21 +32,20 @@ pub enum Request {
         volume: String,
         name: String,
     },
-    /// `at`: µs since the epoch; or `bookmark`: a bookmark's name.
-    ViewExport {
+    /// `when`: an RFC 3339 time, an age ("15m ago"), or "@bookmark".
+    SnapshotExport {
         volume: String,
-        at: Option<u64>,
-        bookmark: Option<String>,
+        when: String,
         name: Option<String>,
+        writable: bool,
     },
-    ViewList,
-    ViewRemove {
+    SnapshotList,
+    SnapshotUnexport {
         target: String,
     },
     Restore {
         volume: String,
-        at: Option<u64>,
-        bookmark: Option<String>,
+        when: String,
         force: bool,
     },
     Merge {
@@ -57,8 +56,17 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
-    Ok { data: serde_json::Value },
-    Error { message: String },
+    Ok {
+        data: serde_json::Value,
+    },
+    Error {
+        message: String,
+    },
+    /// Sent (any number of times) before the final answer of a long request.
+    Progress {
+        done: u64,
+        total: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,21 +134,12 @@ fn to_json<T: Serialize>(v: T) -> Result<serde_json::Value, String> {
     serde_json::to_value(v).map_err(|e| e.to_string())
 }
 
-fn point(
-    reg: &Registry,
-    volume: &str,
-    at: Option<u64>,
-    bookmark: Option<&str>,
-) -> Result<u64, String> {
-    match (at, bookmark) {
-        (Some(ts), None) => Ok(ts),
-        (None, Some(name)) => reg.bookmark_stamp(volume, name),
-        _ => Err("give either a time or a bookmark".into()),
-    }
-}
-
 /// Carry out one request. Blocking (journal and file I/O): run it off the async runtime.
-pub fn handle(reg: &Registry, req: Request) -> Result<serde_json::Value, String> {
+pub fn handle(
+    reg: &Registry,
+    req: Request,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<serde_json::Value, String> {
     match req {
         Request::Status => to_json(status(reg)),
         Request::VolumeList => to_json(reg.dd.list().map_err(|e| e.to_string())?),
@@ -169,28 +168,29 @@ pub fn handle(reg: &Registry, req: Request) -> Result<serde_json::Value, String>
                 serde_json::json!({ "volume": volume, "bookmark": name, "stamp": ts, "time": format_stamp(ts) }),
             )
         }
-        Request::ViewExport {
+        Request::SnapshotExport {
             volume,
-            at,
-            bookmark,
+            when,
             name,
+            writable,
         } => {
-            let ts = point(reg, &volume, at, bookmark.as_deref())?;
-            to_json(reg.export_view(&volume, ts, name.as_deref())?)
+            let ts = reg.resolve_when(&volume, &when)?;
+            to_json(reg.export_view(&volume, ts, name.as_deref(), writable)?)
         }
-        Request::ViewList => to_json(reg.views()),
-        Request::ViewRemove { target } => to_json(reg.remove_view(&target)?),
+        Request::SnapshotList => to_json(reg.views()),
+        Request::SnapshotUnexport { target } => to_json(reg.remove_view(&target)?),
         Request::Restore {
             volume,
-            at,
-            bookmark,
+            when,
             force,
         } => {
-            let ts = point(reg, &volume, at, bookmark.as_deref())?;
-            let changed = reg.restore(&volume, ts, force)?;
-            Ok(
-                serde_json::json!({ "volume": volume, "restored_to": format_stamp(ts), "chunks_changed": changed }),
-            )
+            let ts = reg.resolve_when(&volume, &when)?;
+            let changed = reg.restore(&volume, ts, force, progress)?;
+            Ok(serde_json::json!({
+                "volume": volume,
+                "restored_to": format_stamp(ts),
+                "chunks_changed": changed,
+            }))
         }
         Request::Merge { volume } => {
             Ok(serde_json::json!({ "volume": volume, "report": reg.merge(&volume)? }))
@@ -227,7 +227,30 @@ pub async fn serve(reg: Arc<Registry>) -> std::io::Result<()> {
                 let response = match serde_json::from_str::<Request>(&line) {
                     Ok(req) => {
                         let reg = reg.clone();
-                        match tokio::task::spawn_blocking(move || handle(&reg, req)).await {
+                        // Progress reports travel on a channel while the request runs.
+                        let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+                        let job = tokio::task::spawn_blocking(move || {
+                            let mut last = std::time::Instant::now();
+                            let mut report = |done: u64, total: u64| {
+                                if last.elapsed() >= std::time::Duration::from_millis(200)
+                                    || done == total
+                                {
+                                    last = std::time::Instant::now();
+                                    let _ = ptx.send((done, total));
+                                }
+                            };
+                            handle(&reg, req, &mut report)
+                        });
+                        while let Some((done, total)) = prx.recv().await {
+                            let mut text =
+                                serde_json::to_string(&Response::Progress { done, total })
+                                    .unwrap_or_default();
+                            text.push('\n');
+                            if wr.write_all(text.as_bytes()).await.is_err() {
+                                break;
+                            }
+                        }
+                        match job.await {
                             Ok(Ok(data)) => Response::Ok { data },
                             Ok(Err(message)) => Response::Error { message },
                             Err(e) => Response::Error {
@@ -265,6 +288,15 @@ pub enum ClientError {
 
 /// Send one request to the daemon serving `data` (blocking; for the CLI).
 pub fn call(data: &Path, req: &Request) -> Result<serde_json::Value, ClientError> {
+    call_with_progress(data, req, &mut |_, _| {})
+}
+
+/// As `call`, reporting the daemon's progress messages as they come.
+pub fn call_with_progress(
+    data: &Path,
+    req: &Request,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<serde_json::Value, ClientError> {
     use std::io::{BufRead, Write};
     let path = data.join("rewind.sock");
     let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
@@ -274,13 +306,23 @@ pub fn call(data: &Path, req: &Request) -> Result<serde_json::Value, ClientError
     let mut text = serde_json::to_string(req).map_err(|e| ClientError::Daemon(e.to_string()))?;
     text.push('\n');
     stream.write_all(text.as_bytes())?;
-    let mut line = String::new();
-    std::io::BufReader::new(stream).read_line(&mut line)?;
-    match serde_json::from_str::<Response>(&line) {
-        Ok(Response::Ok { data }) => Ok(data),
-        Ok(Response::Error { message }) => Err(ClientError::Daemon(message)),
-        Err(e) => Err(ClientError::Daemon(format!(
-            "unreadable answer from the daemon: {e}"
-        ))),
+    let mut reader = std::io::BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(ClientError::Daemon(
+                "the daemon closed the connection without an answer".into(),
+            ));
+        }
+        match serde_json::from_str::<Response>(&line) {
+            Ok(Response::Progress { done, total }) => progress(done, total),
+            Ok(Response::Ok { data }) => return Ok(data),
+            Ok(Response::Error { message }) => return Err(ClientError::Daemon(message)),
+            Err(e) => {
+                return Err(ClientError::Daemon(format!(
+                    "unreadable answer from the daemon: {e}"
+                )))
+            }
+        }
     }
 }

@@ -118,6 +118,7 @@ pub async fn start(data: &Path, config: &Config) -> anyhow::Result<Running> {
     ctx.set_auth(auth);
     let registry = Registry::new(ctx.clone(), dd.clone(), config.journal.clone());
     build_targets(&registry, config, &metas)?;
+    registry.restore_saved_views();
     let addrs = config.listen_addrs()?;
     let listeners = server::bind(&ctx, &addrs)
         .await

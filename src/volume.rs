@@ -36,6 +36,33 @@ pub struct ViewInfo {
     pub point: u64,
     /// Ports whose journal may be incomplete at this point (empty: the view is complete).
     pub invalid_ports: Vec<u64>,
+    /// Writes go to a private overlay, discarded at unexport.
+    #[serde(default)]
+    pub writable: bool,
+    /// The name given at export, if any (else the target name is derived from the time).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// What `DIR/snapshots.json` keeps so exported views come back after a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedView {
+    volume: String,
+    requested: u64,
+    name: Option<String>,
+    writable: bool,
+}
+
+/// The most a writable view's private overlay may hold.
+const OVERLAY_LIMIT: u64 = 1 << 30;
+
+/// The IQN suffix for a time: 2026-11-23T10:15:00.000000Z -> 20261123t101500.000000z.
+pub fn stamp_for_iqn(ts: u64) -> String {
+    format_stamp(ts)
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase()
 }
 
 /// Journal errors about points in time, in an operator's terms.
@@ -192,12 +219,34 @@ impl Registry {
         Ok((v, j))
     }
 
-    /// Export the volume as it was at `ts` as a read-only target.
+    /// Resolve WHEN: an RFC 3339 time, an age ("15m ago", "2h"), or "@bookmark".
+    pub fn resolve_when(&self, volume: &str, when: &str) -> Result<u64, String> {
+        match when.trim().strip_prefix('@') {
+            Some(name) => self.bookmark_stamp(volume, name),
+            None => parse_point(when, now_micros()),
+        }
+    }
+
+    /// Export the volume as it was at `ts` as a target of its own (read-only, or with a
+    /// private writable overlay). The target's IQN is derived from the volume and the time.
     pub fn export_view(
         &self,
         volume: &str,
         ts: u64,
         name: Option<&str>,
+        writable: bool,
+    ) -> Result<ViewInfo, String> {
+        let info = self.export_view_inner(volume, ts, name, writable)?;
+        self.save_views();
+        Ok(info)
+    }
+
+    fn export_view_inner(
+        &self,
+        volume: &str,
+        ts: u64,
+        name: Option<&str>,
+        writable: bool,
     ) -> Result<ViewInfo, String> {
         let (v, j) = self.journal_of(volume)?;
         if ts > j.last_stamp().max(now_micros()) {
@@ -206,19 +255,31 @@ impl Registry {
         let view = j.view(ts).map_err(history_error)?;
         let point = view.point();
         let invalid_ports = view.invalid_ports().map_err(|e| e.to_string())?;
-        let suffix = name
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("at-{point}"));
-        crate::config::check_volume_name(&suffix).map_err(|e| e.to_string())?;
-        let target = format!("{}-{}", default_target_name(volume), suffix);
+        let suffix = match name {
+            Some(n) => {
+                crate::config::check_volume_name(n)
+                    .map_err(|e| e.to_string().replace("volume name", "snapshot name"))?;
+                n.to_string()
+            }
+            None => format!("at.{}", stamp_for_iqn(point)),
+        };
+        let target = format!("{}.{}", default_target_name(volume), suffix);
         if self.ctx.target(&target).is_some() {
-            return Err(format!("a target named {target} already exists"));
+            return Err(format!("{target} is already exported"));
         }
         // A distinct identity per view, so initiators never mistake it for the live volume.
         let id = v.meta.id ^ point.rotate_left(17) ^ 0x5649_4557_0000_0000;
-        let store: Arc<dyn BlockStore> = Arc::new(view);
+        let view: Arc<dyn BlockStore> = Arc::new(view);
+        let store: Arc<dyn BlockStore> = if writable {
+            Arc::new(crate::storage::overlay::OverlayStore::new(
+                view,
+                OVERLAY_LIMIT,
+            ))
+        } else {
+            view
+        };
         let lu = Arc::new(LogicalUnit::new(
-            lu_config(&v.meta, true, id, format!("{volume}@{point}")),
+            lu_config(&v.meta, !writable, id, format!("{volume}@{point}")),
             store,
         ));
         let mut luns = BTreeMap::new();
@@ -234,9 +295,11 @@ impl Registry {
             requested: ts,
             point,
             invalid_ports,
+            writable,
+            name: name.map(str::to_string),
         };
         lock(&self.views).insert(target.to_ascii_lowercase(), info.clone());
-        tracing::info!(%target, volume, point = %format_stamp(point), "view exported");
+        tracing::info!(%target, volume, point = %format_stamp(point), writable, "snapshot exported");
         Ok(info)
     }
 
@@ -244,11 +307,13 @@ impl Registry {
         lock(&self.views).values().cloned().collect()
     }
 
-    /// Stop exporting a view: its sessions are closed.
+    /// Stop exporting a view: its sessions are closed (a writable view's overlay is dropped).
     pub fn remove_view(&self, target: &str) -> Result<ViewInfo, String> {
         let info = lock(&self.views)
             .remove(&target.to_ascii_lowercase())
-            .ok_or_else(|| format!("no exported view named {target} (see `rewind view list`)"))?;
+            .ok_or_else(|| {
+                format!("no exported snapshot named {target} (see `rewind snapshot list`)")
+            })?;
         if let Some(t) = self.ctx.remove_target(&info.target) {
             for s in self.ctx.sessions.all() {
                 if s.target.as_ref().is_some_and(|x| Arc::ptr_eq(x, &t)) {
@@ -256,7 +321,61 @@ impl Registry {
                 }
             }
         }
+        self.save_views();
+        tracing::info!(target = %info.target, "snapshot unexported");
         Ok(info)
+    }
+
+    fn views_path(&self) -> std::path::PathBuf {
+        self.dd.root().join("snapshots.json")
+    }
+
+    /// Remember the exported views, so they come back after a restart.
+    fn save_views(&self) {
+        let saved: Vec<SavedView> = self
+            .views()
+            .into_iter()
+            .map(|v| SavedView {
+                volume: v.volume,
+                requested: v.requested,
+                name: v.name,
+                writable: v.writable,
+            })
+            .collect();
+        let path = self.views_path();
+        let tmp = path.with_extension("json.tmp");
+        let result = serde_json::to_vec_pretty(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, path = %path.display(), "could not save the list of exported snapshots");
+        }
+    }
+
+    /// Export again the views that were exported when the daemon last stopped.
+    pub fn restore_saved_views(&self) {
+        let path = self.views_path();
+        let saved: Vec<SavedView> = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %path.display(), "ignoring an unreadable snapshot list");
+                    return;
+                }
+            },
+            Err(_) => return,
+        };
+        for s in saved {
+            match self.export_view_inner(&s.volume, s.requested, s.name.as_deref(), s.writable) {
+                Ok(info) => {
+                    tracing::info!(target = %info.target, "snapshot exported again after restart")
+                }
+                Err(e) => {
+                    tracing::warn!(volume = %s.volume, error = %e, "could not export a saved snapshot again")
+                }
+            }
+        }
     }
 
     pub fn bookmark(&self, volume: &str, name: &str) -> Result<u64, String> {
@@ -302,29 +421,43 @@ impl Registry {
         }))
     }
 
-    /// Roll the volume back to `ts` (journaled, so it can itself be undone).
-    pub fn restore(&self, volume: &str, ts: u64, force: bool) -> Result<u64, String> {
+    /// Roll the volume back to `ts` (journaled, so it can itself be undone). Refuses while
+    /// initiators are logged in to the volume, unless `force`, which logs them out first.
+    /// `progress(done, total)` is called as it goes.
+    pub fn restore(
+        &self,
+        volume: &str,
+        ts: u64,
+        force: bool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<u64, String> {
         let (_, j) = self.journal_of(volume)?;
         let target = default_target_name(volume);
-        let busy = self
+        let busy: Vec<_> = self
             .ctx
             .sessions
             .all()
-            .iter()
+            .into_iter()
             .filter(|s| {
                 s.target_name()
                     .is_some_and(|t| t.eq_ignore_ascii_case(&target))
             })
-            .count();
-        if busy > 0 && !force {
-            return Err(format!(
-                "{busy} initiator session(s) are logged in to {target}; log them out first (or pass --force to restore under them)"
-            ));
+            .collect();
+        if !busy.is_empty() {
+            if !force {
+                return Err(format!(
+                    "{} initiator session(s) are logged in to {target}; log them out first, or pass --force to log them out",
+                    busy.len()
+                ));
+            }
+            for s in &busy {
+                tracing::warn!(tsih = s.tsih, initiator = %s.initiator_name, "logging out for a forced restore");
+                self.ctx.sessions.remove(s);
+                s.close();
+            }
         }
         let start = std::time::Instant::now();
-        let changed = j
-            .restore_to(ts, &mut |_, _| {})
-            .map_err(|e| e.to_string())?;
+        let changed = j.restore_to(ts, progress).map_err(history_error)?;
         tracing::info!(volume, to = %format_stamp(ts), changed, elapsed = ?start.elapsed(), "restore complete");
         Ok(changed)
     }

@@ -35,10 +35,11 @@ async fn view_reads_the_past_and_restore_brings_it_back() {
     );
 
     let r = reg.clone();
-    let info = tokio::task::spawn_blocking(move || r.export_view("vol0", ts, Some("before")))
-        .await
-        .expect("join")
-        .expect("export");
+    let info =
+        tokio::task::spawn_blocking(move || r.export_view("vol0", ts, Some("before"), false))
+            .await
+            .expect("join")
+            .expect("export");
     assert_eq!(info.point, ts);
     let mut v = Client::connect(s.addr).await;
     v.isid[5] = 0x77;
@@ -57,15 +58,94 @@ async fn view_reads_the_past_and_restore_brings_it_back() {
 
     // Restore under a logged-in initiator needs force.
     let r = reg.clone();
-    let refused = tokio::task::spawn_blocking(move || r.restore("vol0", ts, false))
+    let refused = tokio::task::spawn_blocking(move || r.restore("vol0", ts, false, &mut |_, _| {}))
         .await
         .expect("join");
     assert!(refused.expect_err("busy").contains("log them out first"));
+    // --force logs the initiator out first; after a new login it reads the old data.
     let r = reg.clone();
-    let changed = tokio::task::spawn_blocking(move || r.restore("vol0", ts, true))
+    let changed = tokio::task::spawn_blocking(move || r.restore("vol0", ts, true, &mut |_, _| {}))
         .await
         .expect("join")
         .expect("restore");
     assert!(changed > 0);
+    assert!(
+        c.closed_within(std::time::Duration::from_secs(5)).await,
+        "forced restore logs initiators out"
+    );
+    let mut c = Client::connect(s.addr).await;
+    assert_eq!(c.login(Some(TARGET), &[]).await.status_class, 0);
     assert_eq!(c.read10(100, 128, 512).await.data, old, "restored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writable_snapshot_keeps_the_volume_untouched_and_snapshots_survive_restart() {
+    let s = start_server().await;
+    let reg = s.running.registry.clone();
+    let mut c = Client::connect(s.addr).await;
+    assert_eq!(c.login(Some(TARGET), &[]).await.status_class, 0);
+    let old = pattern(3, 8192);
+    assert_eq!(c.write10(10, &old, 512).await.status, 0);
+    let r = reg.clone();
+    let ts = tokio::task::spawn_blocking(move || r.bookmark("vol0", "b"))
+        .await
+        .expect("join")
+        .expect("bookmark");
+    let r = reg.clone();
+    let w = tokio::task::spawn_blocking(move || {
+        r.resolve_when("vol0", "@b")
+            .and_then(|t| r.export_view("vol0", t, None, true))
+    })
+    .await
+    .expect("join")
+    .expect("writable export");
+    assert_eq!(w.point, ts);
+    assert!(
+        w.target.starts_with("iqn.2026-11.dev.rewind:vol0.at."),
+        "{}",
+        w.target
+    );
+    let mut v = Client::connect(s.addr).await;
+    v.isid[5] = 0x55;
+    assert_eq!(v.login(Some(&w.target), &[]).await.status_class, 0);
+    let scratch = pattern(9, 4096);
+    assert_eq!(
+        v.write10(10, &scratch, 512).await.status,
+        0,
+        "writable snapshot takes writes"
+    );
+    assert_eq!(v.read10(10, 8, 512).await.data, scratch);
+    assert_eq!(
+        c.read10(10, 16, 512).await.data,
+        old,
+        "the volume never sees the overlay's writes"
+    );
+
+    // Stop the daemon and start it again on the same data directory: the snapshot is back.
+    let dir = s.dir;
+    s.running.ctx.shutdown.cancel();
+    s.running.task.abort();
+    drop(c);
+    drop(v);
+    drop(reg);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let config = rewind::config::Config {
+        listen: vec!["127.0.0.1:0".into()],
+        ..Default::default()
+    };
+    let again = rewind::daemon::start(dir.path(), &config)
+        .await
+        .expect("restart");
+    let views = again.registry.views();
+    assert!(
+        views.iter().any(|x| x.target == w.target && x.writable),
+        "{views:?}"
+    );
+    let mut v = Client::connect(again.addrs[0]).await;
+    assert_eq!(v.login(Some(&w.target), &[]).await.status_class, 0);
+    assert_eq!(
+        v.read10(10, 16, 512).await.data,
+        old,
+        "after a restart the overlay starts empty"
+    );
 }

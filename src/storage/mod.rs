@@ -55,6 +55,7 @@ pub trait BlockStore: Send + Sync {
 
 pub mod file;
 pub mod mem;
+pub mod overlay;
 
 pub use file::FileStore;
 pub use mem::MemStore;

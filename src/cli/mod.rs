@@ -1,0 +1,303 @@
+//! Argument definitions (clap derive) and dispatch.
+
+mod print;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rewind::admin::{self, Request};
+use rewind::config::{parse_size, Config};
+use rewind::datadir::DataDir;
+
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_NOT_RUNNING: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "rewind",
+    version,
+    about = "iSCSI target with continuous data protection",
+    after_help = "Examples:
+  rewind serve                                   serve ./rewind-data on 127.0.0.1:3260
+  rewind --data /var/lib/rewind serve --listen 0.0.0.0:3260
+  rewind volume create db --size 20GiB
+  rewind bookmark db before-upgrade
+  rewind snapshot export db --at '15m ago'
+  rewind restore db --to @before-upgrade
+
+Exit codes: 0 success, 1 failure, 2 usage error, 3 no daemon running on the data directory."
+)]
+pub struct Cli {
+    /// Data directory: volumes, journals, the admin socket.
+    #[arg(
+        long,
+        global = true,
+        env = "REWIND_DATA",
+        default_value = "./rewind-data"
+    )]
+    pub data: PathBuf,
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "REWIND_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the data directory's volumes over iSCSI (creates a 1 GiB volume `vol0` if there is none).
+    Serve(ServeArgs),
+    /// Create and list volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Show the running daemon's portals, targets, sessions and volumes.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a volume's history: oldest and newest point, bookmarks, consistency marks, retention.
+    #[command(after_help = "Example:\n  rewind history vol0 --json")]
+    History {
+        volume: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Name the current moment of a volume (use it later as WHEN = @NAME).
+    #[command(after_help = "Example:\n  rewind bookmark vol0 before-upgrade")]
+    Bookmark { volume: String, name: String },
+    /// Export a past moment of a volume as an iSCSI target of its own.
+    #[command(subcommand, visible_alias = "view")]
+    Snapshot(SnapshotCommand),
+    /// Roll a volume back to a past moment (the rollback is journaled and can be undone).
+    #[command(
+        after_help = "Examples:\n  rewind restore vol0 --to '10m ago'\n  rewind restore vol0 --to @before-upgrade --force\n\nWHEN is an RFC 3339 time (2026-11-23T10:15:00Z), an age (15m ago), or @BOOKMARK."
+    )]
+    Restore {
+        volume: String,
+        /// WHEN: RFC 3339 time, an age such as "15m ago", or @BOOKMARK.
+        #[arg(long)]
+        to: String,
+        /// Log out initiators that are logged in to the volume, then restore.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Apply the retention policy to a volume's journal now.
+    Merge { volume: String },
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Portal to listen on, ADDR:PORT (repeatable; overrides the config's `listen`).
+    #[arg(long, env = "REWIND_LISTEN")]
+    pub listen: Vec<String>,
+    /// TOML config file (targets, portals, volumes, journal, authentication).
+    #[arg(long, env = "REWIND_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum VolumeCommand {
+    /// Create a thin volume (served at once if the daemon runs).
+    #[command(after_help = "Example:\n  rewind volume create db --size 20GiB --block-size 4096")]
+    Create {
+        name: String,
+        /// Size, e.g. 10GiB or 512MiB.
+        #[arg(long)]
+        size: String,
+        /// Logical block size: 512 or 4096.
+        #[arg(long, default_value_t = 512)]
+        block_size: u32,
+        /// Serve it read-only.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List volumes.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotCommand {
+    /// Export VOLUME as it was at WHEN; the new target's IQN is printed on the last line.
+    #[command(
+        after_help = "Examples:\n  rewind snapshot export vol0 --at 2026-11-23T10:15:00Z\n  rewind snapshot export vol0 --at '15m ago'\n  rewind snapshot export vol0 --at @before-upgrade --name pre\n  rewind snapshot export vol0 --at '1h ago' --writable      # test failover: writes are discarded"
+    )]
+    Export {
+        volume: String,
+        /// WHEN: RFC 3339 time, an age such as "15m ago", or @BOOKMARK.
+        #[arg(long)]
+        at: String,
+        /// Target name suffix instead of one derived from the time.
+        #[arg(long)]
+        name: Option<String>,
+        /// Accept writes into a private overlay, discarded at unexport (never touches the volume).
+        #[arg(long)]
+        writable: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List exported snapshots.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop exporting a snapshot (its sessions are closed).
+    Unexport { target: String },
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(data: &std::path::Path, args: &ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if !args.listen.is_empty() {
+        config.listen = args.listen.clone();
+    }
+    config.validate()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(rewind::daemon::serve(data, config));
+    // `serve` flushed every volume; do not wait on stragglers.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
+}
+
+fn create_volume(
+    data: &std::path::Path,
+    name: String,
+    size: &str,
+    block_size: u32,
+    read_only: bool,
+) -> anyhow::Result<()> {
+    let bytes = parse_size(size)?;
+    let target = rewind::config::default_target_name(&name);
+    let req = Request::VolumeCreate {
+        name: name.clone(),
+        size: bytes,
+        block_size,
+        read_only,
+    };
+    match admin::call(data, &req) {
+        Ok(_) => println!("created volume {name} ({bytes} bytes, {block_size}-byte blocks), now served as {target}"),
+        Err(admin::ClientError::NotRunning) => {
+            DataDir::open(data)?.create(&name, bytes, block_size, None, read_only)?;
+            println!("created volume {name} ({bytes} bytes, {block_size}-byte blocks); `rewind serve` will serve it as {target}");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let data = cli.data.as_path();
+    match cli.command {
+        Command::Serve(args) => serve(data, &args),
+        Command::Volume(VolumeCommand::Create {
+            name,
+            size,
+            block_size,
+            read_only,
+        }) => create_volume(data, name, &size, block_size, read_only),
+        Command::Volume(VolumeCommand::List { json }) => {
+            print::volumes(&DataDir::open(data)?.list()?, json)
+        }
+        Command::Status { json } => print::status(admin::call(data, &Request::Status)?, json),
+        Command::History { volume, json } => {
+            print::history(admin::call(data, &Request::History { volume })?, json)
+        }
+        Command::Bookmark { volume, name } => {
+            let v = admin::call(data, &Request::Bookmark { volume, name })?;
+            println!(
+                "bookmark {} = {}",
+                v["bookmark"].as_str().unwrap_or_default(),
+                v["time"].as_str().unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Snapshot(SnapshotCommand::Export {
+            volume,
+            at,
+            name,
+            writable,
+            json,
+        }) => {
+            let req = Request::SnapshotExport {
+                volume,
+                when: at,
+                name,
+                writable,
+            };
+            print::snapshot(admin::call(data, &req)?, json)
+        }
+        Command::Snapshot(SnapshotCommand::List { json }) => {
+            print::snapshots(admin::call(data, &Request::SnapshotList)?, json)
+        }
+        Command::Snapshot(SnapshotCommand::Unexport { target }) => {
+            admin::call(
+                data,
+                &Request::SnapshotUnexport {
+                    target: target.clone(),
+                },
+            )?;
+            println!("{target} is no longer exported");
+            Ok(())
+        }
+        Command::Restore { volume, to, force } => {
+            let mut bar = print::Progress::new(&format!("restoring {volume}"));
+            let v = admin::call_with_progress(
+                data,
+                &Request::Restore {
+                    volume,
+                    when: to,
+                    force,
+                },
+                &mut |d, t| bar.update(d, t),
+            )?;
+            bar.finish();
+            println!(
+                "restored {} to {} ({} chunks changed)",
+                v["volume"].as_str().unwrap_or_default(),
+                v["restored_to"].as_str().unwrap_or_default(),
+                v["chunks_changed"]
+            );
+            Ok(())
+        }
+        Command::Merge { volume } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&admin::call(data, &Request::Merge { volume })?)?
+            );
+            Ok(())
+        }
+    }
+}

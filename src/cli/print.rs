@@ -1,0 +1,177 @@
+//! Human and JSON output of the CLI.
+
+use std::io::IsTerminal;
+
+use rewind::admin::Status;
+use rewind::datadir::VolumeMeta;
+use rewind::volume::{format_stamp, ViewInfo};
+
+fn json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub fn volumes(list: &[VolumeMeta], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(&list);
+    }
+    println!(
+        "{:<20} {:>16} {:>6} {:<3} {:<4}",
+        "NAME", "SIZE", "BLOCK", "RO", "CDP"
+    );
+    for v in list {
+        let yn = |b: bool| if b { "yes" } else { "no" };
+        println!(
+            "{:<20} {:>16} {:>6} {:<3} {:<4}",
+            v.name,
+            v.size,
+            v.block_size,
+            yn(v.read_only),
+            yn(v.journal)
+        );
+    }
+    Ok(())
+}
+
+pub fn status(value: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(&value);
+    }
+    let s: Status = serde_json::from_value(value)?;
+    println!("rewind {} listening on {}", s.version, s.portals.join(", "));
+    println!("\nTARGETS");
+    for t in &s.targets {
+        println!("  {}  luns {:?}", t.name, t.luns);
+    }
+    println!("\nSESSIONS ({})", s.sessions.len());
+    for x in &s.sessions {
+        println!(
+            "  tsih {:<5} {} isid {} -> {}  connections {} tasks {}",
+            x.tsih,
+            x.initiator,
+            x.isid,
+            x.target.as_deref().unwrap_or("(discovery)"),
+            x.connections,
+            x.tasks
+        );
+    }
+    println!("\nVOLUMES");
+    for v in &s.volumes {
+        let ro = if v.read_only { "  read-only" } else { "" };
+        println!(
+            "  {:<20} {:>16} bytes  {}-byte blocks{ro}",
+            v.name, v.size, v.block_size
+        );
+    }
+    Ok(())
+}
+
+pub fn history(v: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(&v);
+    }
+    let text = |k: &str| v[k].as_str().unwrap_or("none").to_string();
+    println!("volume            {}", text("volume"));
+    println!("history begins    {}", text("oldest"));
+    println!("newest point      {}", text("newest"));
+    println!("journal entries   {}", v["entries"]);
+    println!(
+        "consistency marks {} (last {})",
+        v["consistency_marks"],
+        text("last_consistency_mark")
+    );
+    let invalid = v["invalid_ports"].as_array().map_or(0, Vec::len);
+    if invalid > 0 {
+        println!("WARNING: {invalid} port(s) could not flush their journal; later points are not guaranteed complete");
+    }
+    println!("retention         {}", v["retention"]);
+    println!("bookmarks");
+    for b in v["bookmarks"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<24} {}",
+            b["name"].as_str().unwrap_or_default(),
+            b["time"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub fn snapshot(v: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(&v);
+    }
+    let info: ViewInfo = serde_json::from_value(v)?;
+    let mode = if info.writable {
+        "writable overlay, discarded at unexport"
+    } else {
+        "read-only"
+    };
+    println!(
+        "exported {} as it was at {} ({mode}, LUN 0)",
+        info.volume,
+        format_stamp(info.point)
+    );
+    if info.point != info.requested {
+        println!(
+            "note: merged history rounds {} to {}",
+            format_stamp(info.requested),
+            format_stamp(info.point)
+        );
+    }
+    if !info.invalid_ports.is_empty() {
+        println!(
+            "WARNING: {} port(s) had journal failures before this point; it may be incomplete",
+            info.invalid_ports.len()
+        );
+    }
+    println!("{}", info.target);
+    Ok(())
+}
+
+pub fn snapshots(v: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(&v);
+    }
+    let views: Vec<ViewInfo> = serde_json::from_value(v)?;
+    println!("{:<64} {:<12} {:<28} MODE", "TARGET", "VOLUME", "POINT");
+    for x in views {
+        let mode = if x.writable { "writable" } else { "read-only" };
+        println!(
+            "{:<64} {:<12} {:<28} {mode}",
+            x.target,
+            x.volume,
+            format_stamp(x.point)
+        );
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub struct Progress {
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress {
+    pub fn new(label: &str) -> Progress {
+        let bar = indicatif::ProgressBar::new(0);
+        if !std::io::stderr().is_terminal() {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {percent:>3}% eta {eta}")
+        {
+            bar.set_style(style.progress_chars("#>."));
+        }
+        bar.set_message(label.to_string());
+        Progress { bar }
+    }
+
+    pub fn update(&mut self, done: u64, total: u64) {
+        self.bar.set_length(total);
+        self.bar.set_position(done);
+    }
+
+    pub fn finish(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
