@@ -19,6 +19,8 @@ pub mod config;
 pub mod daemon;
 pub mod datadir;
 pub mod journal;
+pub mod http;
+pub mod metrics;
 pub mod scsi;
 pub mod storage;
 pub mod target;

@@ -131,6 +131,9 @@ struct ServeArgs {
     /// TOML config file (targets, portals, volumes).
     #[arg(long, env = "REWIND_CONFIG")]
     config: Option<PathBuf>,
+    /// Serve the HTTP admin API (/metrics, /healthz, /api/v1) on ADDR:PORT; off by default.
+    #[arg(long, env = "REWIND_HTTP", value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -185,7 +188,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let result = rt.block_on(rewind::daemon::serve(&cli.data, config));
+            let result = rt.block_on(rewind::daemon::serve_with_http(
+                &cli.data, config, args.http,
+            ));
             // `serve` flushed every volume; do not wait on stragglers.
             rt.shutdown_timeout(std::time::Duration::from_secs(2));
             result
