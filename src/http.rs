@@ -123,13 +123,11 @@ fn default_block_size() -> u32 {
     512
 }
 
-async fn volume_create(
-    State(st): State<AppState>,
-    body: Result<Json<CreateVolume>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(body) = match body {
+async fn volume_create(State(st): State<AppState>, body: axum::body::Bytes) -> Response {
+    // Any content type: `curl -d '{...}'` sends form encoding by default.
+    let body: CreateVolume = match serde_json::from_slice(&body) {
         Ok(b) => b,
-        Err(e) => return error(e.status(), e.body_text()),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
     };
     let size = match body.size {
         Size::Bytes(n) => n,
