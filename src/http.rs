@@ -69,13 +69,16 @@ async fn call(st: AppState, req: Request) -> Result<serde_json::Value, Response>
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
-    let m = crate::metrics::global();
-    m.observe_target(&st.reg.ctx);
-    (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        m.render(),
-    )
-        .into_response()
+    // Sampling the journal directories touches the disk: off the runtime.
+    let render = tokio::task::spawn_blocking(move || {
+        let m = crate::metrics::global();
+        m.observe_registry(&st.reg);
+        m.render()
+    });
+    match render.await {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 async fn healthz(State(st): State<AppState>) -> Response {

@@ -13,9 +13,10 @@
 //! ```
 //!
 //! Sessions and connections are gauges sampled from the session table when the metrics are
-//! scraped ([`Metrics::observe_target`]), so a missed "closed" event can never make them drift.
-//! The CDP gauges (journal, oldest point in time, lags, port validity) are set by the journal;
-//! a family with labels appears in the output once its first value is set.
+//! scraped ([`Metrics::observe_target`]), so a missed "closed" event can never make them drift;
+//! so is the journal's size on disk ([`Metrics::observe_registry`]). The other CDP gauges
+//! (oldest point in time, lags, port validity) are for the journal to set; a family with labels
+//! appears in the output once its first value is set.
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -225,9 +226,9 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new(
                         "rewind_port_valid",
-                        "1 while the port is valid (consistent and usable), 0 otherwise.",
+                        "1 while a journal port is valid (its journal complete), 0 otherwise.",
                     ),
-                    &["port"],
+                    &["volume", "port"],
                 )
                 .unwrap(),
             ),
@@ -317,6 +318,18 @@ impl Metrics {
         self.command_done(kind, bytes, started.elapsed());
     }
 
+    /// Sample what the volume registry knows: sessions, connections, and the size on disk of
+    /// each volume's journal directory. Blocking (walks directories): call it off the runtime.
+    pub fn observe_registry(&self, reg: &crate::volume::Registry) {
+        self.observe_target(&reg.ctx);
+        for v in reg.volumes() {
+            if v.journal.is_some() {
+                let dir = reg.dd.volume_dir(&v.meta.name).join("journal");
+                self.journal_bytes(&v.meta.name, disk_usage(&dir));
+            }
+        }
+    }
+
     /// A PDU was answered with a Reject.
     pub fn pdu_rejected(&self) {
         self.pdus_rejected.inc();
@@ -350,9 +363,9 @@ impl Metrics {
             .set(lag.as_secs_f64());
     }
 
-    pub fn port_valid(&self, port: &str, valid: bool) {
+    pub fn port_valid(&self, volume: &str, port: &str, valid: bool) {
         self.port_valid
-            .with_label_values(&[port])
+            .with_label_values(&[volume, port])
             .set(i64::from(valid));
     }
 
@@ -363,6 +376,22 @@ impl Metrics {
         let _ = self.flush_lag.remove_label_values(&[volume]);
         let _ = self.merge_lag.remove_label_values(&[volume]);
     }
+}
+
+/// Bytes allocated on disk under `dir` (sparse files count what they hold).
+fn disk_usage(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_usage(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 impl Default for Metrics {
@@ -391,14 +420,14 @@ mod tests {
         m.command_done(CommandKind::Other, 0, Duration::from_micros(50));
         m.pdu_rejected();
         m.journal_bytes("vol0", 123);
-        m.port_valid("p1", true);
+        m.port_valid("vol0", "1", true);
         let text = m.render();
         assert!(text.contains("rewind_logins_total{result=\"success\"} 1"));
         assert!(text.contains("rewind_bytes_total{direction=\"read\"} 4096"));
         assert!(text.contains("rewind_command_duration_seconds_count{kind=\"read\"} 1"));
         assert!(text.contains("rewind_pdus_rejected_total 1"));
         assert!(text.contains("rewind_journal_bytes{volume=\"vol0\"} 123"));
-        assert!(text.contains("rewind_port_valid{port=\"p1\"} 1"));
+        assert!(text.contains("rewind_port_valid{port=\"1\",volume=\"vol0\"} 1"));
         assert!(text.contains("rewind_build_info{version="));
     }
 }
