@@ -4,7 +4,8 @@
 #   1. iscsi-ls logs in and sees the default target,
 #   2. qemu-img writes 16 MiB of random data and reads it back (sha256 must match),
 #   3. `rewind --data /var/lib/rewind status` inside the container answers (and the image's
-#      HEALTHCHECK passes),
+#      HEALTHCHECK passes); a bookmark taken after the write, then the data overwritten, then
+#      `rewind view export --bookmark` serves the old bytes as a read-only target,
 #   4. the container stops cleanly on SIGTERM; restarted on the same volume hardened as
 #      docs/compose.yaml runs it (--read-only, --cap-drop ALL --cap-add NET_BIND_SERVICE) and with
 #      the HTTP admin API published, the data is still there and /healthz, /metrics and
@@ -123,7 +124,7 @@ fi
 # REWIND_DOCKER_VENDOR=0, the crates the build needs (`cargo vendor`) and a .cargo/config.toml
 # pointing at them: the builder stage then needs no registry access. Nothing is written to the
 # repository itself.
-need_cmd git tar qemu-img iscsi-ls sha256sum
+need_cmd git tar qemu-img iscsi-ls sha256sum python3
 qemu-img --help | grep -qw iscsi || fail "qemu-img has no iscsi driver (run integration/setup.sh)"
 integ_mktemp WORK
 CTX=$WORK/context
@@ -228,8 +229,24 @@ fi
 [ "$(eng exec "$CTR" id -u)" = 10001 ] || fail "the daemon does not run as uid 10001"
 echo "[$INTEG_NAME]   ok: runs as uid 10001"
 
-# TODO(cdp): once views exist, export a point-in-time view from inside the container
-#   (eng exec "$CTR" rewind view ...) and read it with qemu-img here.
+# point in time through the container's CLI: bookmark, overwrite, export the bookmark as a view
+eng exec "$CTR" rewind bookmark vol0 docker-test >"$WORK/cdp.out" 2>&1 \
+    || { cat "$WORK/cdp.out" >&2; fail "rewind bookmark failed in the container"; }
+head -c $((16 * MIB)) /dev/urandom >"$WORK/n.raw"
+qemu-img convert -n -f raw -O raw "$WORK/n.raw" "$TARGET_URL" 2>"$WORK/q.err" \
+    || { cat "$WORK/q.err" >&2; fail "qemu-img overwrite failed"; }
+eng exec "$CTR" rewind view export vol0 --bookmark docker-test --json >"$WORK/view.json" 2>"$WORK/cdp.out" \
+    || { cat "$WORK/cdp.out" >&2; fail "rewind view export failed in the container"; }
+VIEW_IQN=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["target"])' <"$WORK/view.json") \
+    || { cat "$WORK/view.json" >&2; fail "no target in the view export answer"; }
+qemu-img dd -f raw -O raw bs=1M count=16 if="iscsi://127.0.0.1:$TARGET_PORT/$VIEW_IQN/0" of="$WORK/v.out" \
+    2>"$WORK/q.err" || { cat "$WORK/q.err" >&2; fail "reading the view $VIEW_IQN failed"; }
+[ "$(sha "$WORK/a.raw")" = "$(sha "$WORK/v.out")" ] || fail "the view does not hold the bookmarked data"
+qemu-img dd -f raw -O raw bs=1M count=16 if="$TARGET_URL" of="$WORK/n.out" 2>"$WORK/q.err" \
+    || { cat "$WORK/q.err" >&2; fail "re-reading the volume failed"; }
+[ "$(sha "$WORK/n.raw")" = "$(sha "$WORK/n.out")" ] || fail "the volume does not hold the new data"
+cp "$WORK/n.raw" "$WORK/a.raw"   # what the volume holds now, for the restart check
+echo "[$INTEG_NAME]   ok: bookmark, overwrite, view export: $VIEW_IQN serves the bookmarked bytes"
 
 # 4. SIGTERM; restart on the same volume, hardened, with the HTTP API
 ctr_stop first
@@ -254,4 +271,4 @@ else
 fi
 ctr_stop second
 
-pass "image $IMAGE (built in ${BUILD_SECS}s): login, I/O round trip, status, healthcheck, hardened restart, HTTP API"
+pass "image $IMAGE (built in ${BUILD_SECS}s): login, I/O round trip, status, healthcheck, view export, hardened restart, HTTP API"
