@@ -8,7 +8,8 @@
 # cap_net_bind_service so it can bind port 3260 (below 1024) without root; the container needs
 # NET_BIND_SERVICE in its bounding set, which Docker and podman grant by default (add
 # `--cap-add NET_BIND_SERVICE` if you drop all capabilities, and do not combine it with
-# `--security-opt no-new-privileges`, which ignores file capabilities). See docs/operations.md.
+# `--security-opt no-new-privileges`, which ignores file capabilities). On SIGTERM it flushes
+# every volume before exiting: run it with `--stop-timeout 60`. See docs/operations.md.
 
 # ---- build -------------------------------------------------------------------------------------
 FROM rust:1-bookworm AS builder

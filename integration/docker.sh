@@ -188,7 +188,7 @@ ctr_start() {
 # ctr_stop: SIGTERM (engine stop), expect a clean exit 0
 ctr_stop() {
     local code
-    eng stop -t 15 "$CTR" >/dev/null 2>>"$WORK/engine.log"
+    eng stop -t 60 "$CTR" >/dev/null 2>>"$WORK/engine.log"
     code=$(eng inspect -f '{{.State.ExitCode}}' "$CTR")
     eng logs "$CTR" >"$WORK/ctr-$1.log" 2>&1 || true
     [ "$code" = 0 ] || { sed 's/^/    | /' "$WORK/ctr-$1.log" >&2; fail "container exited with $code on SIGTERM"; }
