@@ -48,7 +48,7 @@ fi
 ENGINE_FLAGS=()
 if [ "$ENGINE" = podman ]; then
     # runc + cgroupfs work without systemd; the ulimits keep podman from asking for more than a
-    # sandbox allows
+    # restricted host (or an unprivileged container host) allows
     ENGINE_FLAGS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
     eng() { podman --runtime runc --cgroup-manager cgroupfs "$@"; }
 else
