@@ -6,6 +6,7 @@
 # Every step runs even if an earlier one failed (except that the client tests need the release
 # build); the exit status is non-zero if any step failed.
 # env: REWIND_VM=0              skip the open-iscsi VM test (software-emulated guest, ~30 s)
+#      REWIND_DOCKER=1          also build and test the container image (docker.sh; minutes)
 #      SKIP_SETUP=1             do not run setup.sh (e.g. no root on a prepared machine)
 #      CONFORMANCE_ALLOW_FAIL=1 conformance failures do not fail the run
 #      TARGET_IMPL=tgt          run the client tests against tgt (checks the harness itself)
@@ -52,6 +53,9 @@ if step build cargo build --release --locked; then
     fi
 else
     for s in clients qemu-img cdp security conformance vm-e2e; do skip "$s" "release build failed"; done
+fi
+if [ "${REWIND_DOCKER:-0}" = 1 ]; then step docker "$INTEG_DIR/docker.sh" || true
+else skip docker "opt-in: REWIND_DOCKER=1 builds and tests the container image"
 fi
 
 echo

@@ -4,6 +4,7 @@
 #
 #   integration/setup.sh            build deps, Rust (if missing), libiscsi-bin, tgt, qemu-img with iscsi
 #   REWIND_VM=0 integration/setup.sh   leaves out qemu-system-x86 and kmod (the VM initiator test)
+#   REWIND_DOCKER=1 integration/setup.sh   adds podman, runc, debootstrap (container image test)
 set -euo pipefail
 
 # qemu-img only ships the iscsi:// block driver in this exact Debian build (module in qemu-block-extra).
@@ -82,6 +83,13 @@ if [ "${REWIND_VM:-1}" = 1 ]; then
     else
         log "VM test packages present"
     fi
+fi
+
+# ---- container image test (opt-in) --------------------------------------------------------------
+# docker.sh uses a Docker engine if one answers, else podman with locally made base images
+if [ "${REWIND_DOCKER:-0}" = 1 ] && ! { command -v docker >/dev/null && docker info >/dev/null 2>&1; }; then
+    read -r -a MISSING <<<"$(missing_of podman runc debootstrap)"
+    if [ ${#MISSING[@]} -gt 0 ]; then apt_install -- "${MISSING[@]}"; else log "podman present"; fi
 fi
 
 # ---- Rust toolchain ---------------------------------------------------------------------------

@@ -147,7 +147,21 @@ pub async fn start(data: &Path, config: &Config) -> anyhow::Result<Running> {
 
 /// Serve until SIGTERM or SIGINT.
 pub async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
+    serve_with_http(data, config, None).await
+}
+
+/// [`serve`], plus the HTTP admin API ([`crate::http`]) on `http` if given.
+pub async fn serve_with_http(
+    data: &Path,
+    config: Config,
+    http: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let running = start(data, &config).await?;
+    if let Some(addr) = http {
+        crate::http::spawn(running.registry.clone(), addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+    }
     for a in &running.addrs {
         info!(portal = %a, data = %data.display(), "rewind is listening");
     }

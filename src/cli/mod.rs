@@ -106,6 +106,9 @@ pub struct ServeArgs {
     /// TOML config file (targets, portals, volumes, journal, authentication).
     #[arg(long, env = "REWIND_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Serve the HTTP admin API (/metrics, /healthz, /api/v1) on ADDR:PORT; off by default.
+    #[arg(long, env = "REWIND_HTTP", value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -186,7 +189,7 @@ fn serve(data: &std::path::Path, args: &ServeArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(rewind::daemon::serve(data, config));
+    let result = rt.block_on(rewind::daemon::serve_with_http(data, config, args.http));
     // `serve` flushed every volume; do not wait on stragglers.
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     result

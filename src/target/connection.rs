@@ -57,6 +57,7 @@ impl ConnShared {
     }
 
     pub fn reject(&self, reason: u8, header: Bytes) -> Pdu {
+        crate::metrics::global().pdu_rejected();
         Pdu::Reject(Reject {
             reason,
             stat_sn: 0,

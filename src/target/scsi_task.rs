@@ -265,6 +265,7 @@ async fn run(
     mut data_rx: Option<mpsc::UnboundedReceiver<DataOut>>,
     handle: &TaskHandle,
 ) {
+    let started = std::time::Instant::now();
     let data_out = match gather(conn, &cmd, &mut data_rx, &handle.abort).await {
         Gathered::Data(d) => d,
         Gathered::Aborted => return,
@@ -310,6 +311,7 @@ async fn run(
         debug!(itt = cmd.itt, "task aborted; no status sent");
         return;
     }
+    crate::metrics::global().scsi_outcome(&cmd.cdb, cmd.expected_data_len, &outcome, started);
     respond(conn, &cmd, outcome).await;
 }
 

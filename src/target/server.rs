@@ -78,6 +78,7 @@ async fn handle(ctx: Arc<TargetContext>, stream: TcpStream, peer: SocketAddr) {
         login::run(&ctx, &mut reader, &mut wr, local_addr),
     )
     .await;
+    crate::metrics::global().login_outcome(&outcome);
     match outcome {
         Err(_) => info!("login timed out; closing"),
         Ok(Err(e)) => info!(error = %e, "login failed; closing"),

@@ -1,0 +1,152 @@
+//! The optional HTTP admin listener (`rewind serve --http 127.0.0.1:9260`, off by default):
+//!
+//! - `GET /metrics`: [`crate::metrics`] in the Prometheus text format
+//! - `GET /healthz`: `ok` (200) while serving, 503 once shutdown has begun
+//! - `GET /api/v1/status`: what the admin socket's `status` answers ([`crate::admin::status`])
+//! - `GET /api/v1/volumes`: the volumes
+//! - `POST /api/v1/volumes` `{"name", "size", "block_size", "read_only"}`: create a thin volume
+//!   and serve it at once, like `rewind volume create` (size: bytes, or text such as `"10GiB"`)
+//!
+//! It has no authentication: bind it to loopback or a management network. See docs/api.md.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Json, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use crate::admin::{self, Request};
+use crate::volume::Registry;
+
+#[derive(Clone)]
+struct AppState {
+    reg: Arc<Registry>,
+}
+
+/// The admin API's routes.
+pub fn router(reg: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/volumes", get(volume_list).post(volume_create))
+        .with_state(AppState { reg })
+}
+
+/// Bind `addr` and serve the API until the target shuts down; returns the bound address.
+pub async fn spawn(reg: Arc<Registry>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let shutdown = reg.ctx.shutdown.clone();
+    let app = router(reg);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            warn!(error = %e, "HTTP admin listener failed");
+        }
+    });
+    info!(http = %bound, "HTTP admin API listening (/metrics, /healthz, /api/v1)");
+    Ok(bound)
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (code, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+/// Run an admin request on the blocking pool (it touches the data directory).
+async fn call(st: AppState, req: Request) -> Result<serde_json::Value, Response> {
+    tokio::task::spawn_blocking(move || admin::handle(&st.reg, req, &mut |_, _| {}))
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|message| error(StatusCode::BAD_REQUEST, message))
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    // Sampling the journal directories touches the disk: off the runtime.
+    let render = tokio::task::spawn_blocking(move || {
+        let m = crate::metrics::global();
+        m.observe_registry(&st.reg);
+        m.render()
+    });
+    match render.await {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn healthz(State(st): State<AppState>) -> Response {
+    if st.reg.ctx.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn status(State(st): State<AppState>) -> Response {
+    match call(st, Request::Status).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn volume_list(State(st): State<AppState>) -> Response {
+    match call(st, Request::VolumeList).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// A size in bytes, or text like `"10GiB"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateVolume {
+    name: String,
+    size: Size,
+    #[serde(default = "default_block_size")]
+    block_size: u32,
+    #[serde(default)]
+    read_only: bool,
+}
+
+fn default_block_size() -> u32 {
+    512
+}
+
+async fn volume_create(State(st): State<AppState>, body: axum::body::Bytes) -> Response {
+    // Any content type: `curl -d '{...}'` sends form encoding by default.
+    let body: CreateVolume = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+    };
+    let size = match body.size {
+        Size::Bytes(n) => n,
+        Size::Text(t) => match crate::config::parse_size(&t) {
+            Ok(n) => n,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("size: {e:#}")),
+        },
+    };
+    let req = Request::VolumeCreate {
+        name: body.name,
+        size,
+        block_size: body.block_size,
+        read_only: body.read_only,
+    };
+    match call(st, req).await {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(r) => r,
+    }
+}
