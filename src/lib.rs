@@ -22,4 +22,5 @@ pub mod journal;
 pub mod scsi;
 pub mod storage;
 pub mod target;
+pub mod verify;
 pub mod volume;

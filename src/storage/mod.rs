@@ -53,9 +53,11 @@ pub trait BlockStore: Send + Sync {
     fn allocation(&self, lba: u64, max_blocks: u64) -> Result<(Allocation, u64), StorageError>;
 }
 
+pub mod faulty;
 pub mod file;
 pub mod mem;
 
+pub use faulty::{FaultControl, FaultyStore};
 pub use file::FileStore;
 pub use mem::MemStore;
 
