@@ -46,7 +46,7 @@ for round in $(seq 1 "$ROUNDS"); do
     TARGET_PID=""
     # Offline journal check of what the crash left (before recovery touches it).
     out=$(rewind_cli verify "$VOL" 2>&1) || { echo "$out" >&2; fail "round $round: verify after the crash: journal not intact"; }
-    echo "$out" | sed 's/^/    verify: /'
+    printf '%s\n' "$out" | while IFS= read -r l; do echo "    verify: $l"; done
     rewind_start >/dev/null
     dump "$(url_of "$VOL")" "$work/live.img"
     views=()

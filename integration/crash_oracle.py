@@ -85,7 +85,7 @@ def drive(a):
         cmds, batch = [], []
         n = rng.randint(2, 6)
         for i in range(n):
-            if i not in (0, n - 1) and rng.random() < 0.3:
+            if i not in (0, n - 1) and rng.random() < 0.15:
                 cmds.append("flush")
                 batch.append(("flush", None))
                 continue

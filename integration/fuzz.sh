@@ -48,9 +48,11 @@ targets=${FUZZ_TARGETS:-$(sed -n 's/^name = "\(.*\)"$/\1/p' "$FUZZ_DIR/Cargo.tom
 [ -n "$targets" ] || skip "no fuzz targets found in $FUZZ_DIR/Cargo.toml"
 
 log "building fuzz targets ($targets) with sanitizer=$san, RUSTC_BOOTSTRAP=1"
-# shellcheck disable=SC2086  # the target list is a word list
+bins=()
+for t in $targets; do bins+=(--bin "$t"); done
+mkdir -p "$CARGO_TARGET_DIR"
 if ! RUSTC_BOOTSTRAP=1 RUSTFLAGS="$flags" cargo build --manifest-path "$FUZZ_DIR/Cargo.toml" \
-    --release --locked --target "$host" $(printf -- '--bin %s ' $targets) 2>"$CARGO_TARGET_DIR.build.log"; then
+    --release --locked --target "$host" "${bins[@]}" 2>"$CARGO_TARGET_DIR.build.log"; then
     tail -n 30 "$CARGO_TARGET_DIR.build.log" >&2 || true
     skip "the fuzz targets do not build here (see above)"
 fi

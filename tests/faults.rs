@@ -153,7 +153,10 @@ fn cdb10(op: u8, lba: u32, blocks: u16) -> Vec<u8> {
 }
 
 fn sense(o: &ScsiOutcome) -> (u8, u8, u8) {
-    let s = o.sense.as_ref().expect("CHECK CONDITION carries sense data");
+    let s = o
+        .sense
+        .as_ref()
+        .expect("CHECK CONDITION carries sense data");
     if s[0] & 0x7f == 0x72 {
         (s[1] & 0x0f, s[2], s[3])
     } else {
@@ -249,7 +252,10 @@ fn fail_after_n_never_panics_and_recovers() {
             assert!(o.status == 0 || o.status == 2, "{o:?}");
             if o.status == 2 {
                 let s = sense(&o);
-                assert!(s == READ_ERROR || s == WRITE_ERROR, "unexpected sense {s:?}");
+                assert!(
+                    s == READ_ERROR || s == WRITE_ERROR,
+                    "unexpected sense {s:?}"
+                );
             }
         }
         r.faults.clear();
@@ -302,12 +308,20 @@ fn journaled_volume_write_failure_keeps_acknowledged_data() {
         // A short write may have torn the volume's copy; the journal holds the old data and
         // the dirty cache the new, so the initiator still reads the new data.
         assert_eq!(&r.read(64, 16).data_in[..], &pattern(seed, 16)[..]);
-        if !r.faults.short_write.load(std::sync::atomic::Ordering::SeqCst) {
+        if !r
+            .faults
+            .short_write
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             assert_eq!(r.disk_bytes(64, 16), old, "volume unchanged while failing");
         }
         r.faults.clear();
         good(&r.sync());
-        assert_eq!(r.disk_bytes(64, 16), pattern(seed, 16), "applied once the fault cleared");
+        assert_eq!(
+            r.disk_bytes(64, 16),
+            pattern(seed, 16),
+            "applied once the fault cleared"
+        );
     }
 }
 
@@ -390,7 +404,11 @@ fn journaled_random_faults_model() {
                 let o = r.read(lba, n);
                 if o.status == 0 {
                     let s = lba as usize * BS;
-                    assert_eq!(&o.data_in[..], &model[s..s + n as usize * BS], "round {round}");
+                    assert_eq!(
+                        &o.data_in[..],
+                        &model[s..s + n as usize * BS],
+                        "round {round}"
+                    );
                 }
                 o
             }
@@ -431,7 +449,8 @@ fn journal_append_failure_marks_port_invalid() {
         .env("REWIND_FAULTS_CHILD", "1")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed:\n{text}");
     assert!(text.contains("CHILD-OK"), "child did not run:\n{text}");
 }
@@ -466,10 +485,14 @@ fn journal_append_child() {
     assert!(j.invalid_ports(0, u64::MAX).unwrap().is_empty());
     set_fsize(size + 64);
     let o = r.write(0, &pattern(2, 8));
-    set_fsize(libc::RLIM_INFINITY as u64);
+    set_fsize(libc::RLIM_INFINITY);
     check(&o, WRITE_ERROR);
     let invalid = j.invalid_ports(t0, u64::MAX).unwrap();
-    assert_eq!(invalid, vec![1], "nexus 1's port is invalid after the failed append");
+    assert_eq!(
+        invalid,
+        vec![1],
+        "nexus 1's port is invalid after the failed append"
+    );
     assert!(j.invalid_ports(0, t0).unwrap().is_empty(), "not before it");
     // The failed write left no trace; the next ones work.
     assert_eq!(&r.read(0, 8).data_in[..], &pattern(1, 8)[..]);
