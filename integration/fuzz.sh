@@ -71,9 +71,10 @@ for t in $targets; do
     rc=0
     # Corpus dir first (libFuzzer writes new inputs there), then the read-only seeds.
     # shellcheck disable=SC2046
-    "$bin" -max_total_time="$SECS" -print_final_stats=1 -jobs="${FUZZ_JOBS:-1}" \
+    # (-jobs makes libFuzzer write fuzz-N.log files into the working directory: run it there.)
+    (cd "$corpus" && "$bin" -max_total_time="$SECS" -print_final_stats=1 -jobs="${FUZZ_JOBS:-1}" \
         -artifact_prefix="$artifacts/" -rss_limit_mb=2048 -max_len=65536 \
-        "$corpus" $([ -d "$seeds" ] && echo "$seeds") >"$corpus.log" 2>&1 || rc=$?
+        "$corpus" $([ -d "$seeds" ] && echo "$seeds")) >"$corpus.log" 2>&1 || rc=$?
     grep -E '^(stat::number_of_executed_units|stat::new_units_added|#[0-9]+ +DONE)' "$corpus.log" | sed "s/^/    $t: /" || true
     if [ "$rc" -ne 0 ]; then
         log "FAIL: $t (exit $rc); last lines of its log:"
