@@ -5,7 +5,7 @@
 #   2. qemu-img writes 16 MiB of random data and reads it back (sha256 must match),
 #   3. `rewind --data /var/lib/rewind status` inside the container answers (and the image's
 #      HEALTHCHECK passes); a bookmark taken after the write, then the data overwritten, then
-#      `rewind view export --bookmark` serves the old bytes as a read-only target,
+#      `rewind snapshot export --at @bookmark` serves the old bytes as a read-only target,
 #   4. the container stops cleanly on SIGTERM; restarted on the same volume hardened as
 #      docs/compose.yaml runs it (--read-only, --cap-drop ALL --cap-add NET_BIND_SERVICE) and with
 #      the HTTP admin API published, the data is still there and /healthz, /metrics and
@@ -235,10 +235,10 @@ eng exec "$CTR" rewind bookmark vol0 docker-test >"$WORK/cdp.out" 2>&1 \
 head -c $((16 * MIB)) /dev/urandom >"$WORK/n.raw"
 qemu-img convert -n -f raw -O raw "$WORK/n.raw" "$TARGET_URL" 2>"$WORK/q.err" \
     || { cat "$WORK/q.err" >&2; fail "qemu-img overwrite failed"; }
-eng exec "$CTR" rewind view export vol0 --bookmark docker-test --json >"$WORK/view.json" 2>"$WORK/cdp.out" \
-    || { cat "$WORK/cdp.out" >&2; fail "rewind view export failed in the container"; }
+eng exec "$CTR" rewind snapshot export vol0 --at @docker-test --json >"$WORK/view.json" 2>"$WORK/cdp.out" \
+    || { cat "$WORK/cdp.out" >&2; fail "rewind snapshot export failed in the container"; }
 VIEW_IQN=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["target"])' <"$WORK/view.json") \
-    || { cat "$WORK/view.json" >&2; fail "no target in the view export answer"; }
+    || { cat "$WORK/view.json" >&2; fail "no target in the snapshot export answer"; }
 qemu-img dd -f raw -O raw bs=1M count=16 if="iscsi://127.0.0.1:$TARGET_PORT/$VIEW_IQN/0" of="$WORK/v.out" \
     2>"$WORK/q.err" || { cat "$WORK/q.err" >&2; fail "reading the view $VIEW_IQN failed"; }
 [ "$(sha "$WORK/a.raw")" = "$(sha "$WORK/v.out")" ] || fail "the view does not hold the bookmarked data"

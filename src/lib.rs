@@ -24,4 +24,5 @@ pub mod metrics;
 pub mod scsi;
 pub mod storage;
 pub mod target;
+pub mod verify;
 pub mod volume;

@@ -1,6 +1,7 @@
 //! Argument definitions (clap derive) and dispatch.
 
 mod print;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -96,6 +97,13 @@ pub enum Command {
     },
     /// Apply the retention policy to a volume's journal now.
     Merge { volume: String },
+    /// Check a volume's journal offline (no daemon may be serving the data directory); with
+    /// --image, compare the volume at a past point with an image. Exit 0 ok, 1 corruption or
+    /// mismatch, 2 usage.
+    #[command(
+        after_help = "Examples:\n  rewind verify vol0\n  rewind verify vol0 --bookmark before-upgrade --image backup.img"
+    )]
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(Args)]
@@ -293,6 +301,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 v["restored_to"].as_str().unwrap_or_default(),
                 v["chunks_changed"]
             );
+            Ok(())
+        }
+        Command::Verify(args) => {
+            let code = verify::run(data, &args);
+            if code != 0 {
+                std::process::exit(code);
+            }
             Ok(())
         }
         Command::Merge { volume } => {

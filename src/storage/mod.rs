@@ -53,10 +53,12 @@ pub trait BlockStore: Send + Sync {
     fn allocation(&self, lba: u64, max_blocks: u64) -> Result<(Allocation, u64), StorageError>;
 }
 
+pub mod faulty;
 pub mod file;
 pub mod mem;
 pub mod overlay;
 
+pub use faulty::{FaultControl, FaultyStore};
 pub use file::FileStore;
 pub use mem::MemStore;
 
