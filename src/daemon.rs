@@ -55,14 +55,13 @@ pub fn prepare_volumes(dd: &DataDir, config: &Config) -> anyhow::Result<Vec<Volu
         );
         metas.push(meta);
     }
-    // The config may turn an existing volume read-only.
+    // The config may turn an existing volume read-only, or its journal off.
     for m in &mut metas {
-        if config
-            .volumes
-            .iter()
-            .any(|v| v.name == m.name && v.read_only)
-        {
-            m.read_only = true;
+        if let Some(v) = config.volumes.iter().find(|v| v.name == m.name) {
+            m.read_only |= v.read_only;
+            if let Some(journal) = v.journal {
+                m.journal = journal;
+            }
         }
     }
     Ok(metas)

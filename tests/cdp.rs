@@ -149,3 +149,40 @@ async fn writable_snapshot_keeps_the_volume_untouched_and_snapshots_survive_rest
         "after a restart the overlay starts empty"
     );
 }
+
+#[tokio::test]
+async fn journal_can_be_switched_off_per_volume() {
+    let s = common::start_server_with(|c| {
+        c.volumes.push(rewind::config::VolumeConfig {
+            name: "plain".into(),
+            path: None,
+            size: Some("16MiB".into()),
+            block_size: 512,
+            read_only: false,
+            journal: Some(false),
+        });
+        c.volumes.push(rewind::config::VolumeConfig {
+            name: "kept".into(),
+            path: None,
+            size: Some("16MiB".into()),
+            block_size: 512,
+            read_only: false,
+            journal: None,
+        });
+    })
+    .await;
+    let reg = s.running.registry.clone();
+    let plain = reg.volume("plain").expect("plain volume");
+    assert!(
+        plain.journal.is_none(),
+        "journal = false leaves the volume unjournaled"
+    );
+    assert!(
+        reg.volume("kept").expect("kept").journal.is_some(),
+        "other volumes keep CDP"
+    );
+    let err = reg
+        .bookmark("plain", "x")
+        .expect_err("no history without a journal");
+    assert!(err.contains("not journaled"), "{err}");
+}
