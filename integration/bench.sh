@@ -15,12 +15,14 @@
 #      rewind/tgt of the medians.
 #
 # usage: integration/bench.sh [--quick] [--rounds N] [--size BYTES] [--write-docs] [--no-build]
-#                             [--keep-going]
+#                             [--tgt-stock]
 #        integration/bench.sh --scale [ENTRIES]     (journal at scale: integration/bench/scale.sh)
 #   --quick       one round with short counts (a smoke test of the script, not a measurement)
 #   --rounds N    rounds (default 5)
 #   --write-docs  replace the results section of docs/benchmarks.md with this run's table
 #   --no-build    use the existing release binary
+#   --tgt-stock   leave tgt's login parameters at its defaults (by default tgt is set to offer
+#                 rewind's: 256 KiB data segments, 16 MiB bursts, InitialR2T=No, ImmediateData)
 # env: REWIND_BIN, CARGO_TARGET_DIR (binary location), BENCH_RESULTS (keep the raw TSV there)
 # Needs root (tgtd), qemu-img with the iscsi driver, iscsi-perf (libiscsi-bin). Not part of
 # run-all.sh.
@@ -36,7 +38,7 @@ REWIND_BIN=${REWIND_BIN:-${CARGO_TARGET_DIR:-$(cd "$BENCH_DIR/.." && pwd)/target
 # shellcheck source=integration/lib.sh
 . "$BENCH_DIR/lib.sh"
 
-ROUNDS=5 QUICK=0 WRITE_DOCS=0 BUILD=1 SIZE=$GIB
+ROUNDS=5 QUICK=0 WRITE_DOCS=0 BUILD=1 SIZE=$GIB TGT_STOCK=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1; ROUNDS=1 ;;
@@ -44,6 +46,7 @@ while [ $# -gt 0 ]; do
         --size) SIZE=$2; shift ;;
         --write-docs) WRITE_DOCS=1 ;;
         --no-build) BUILD=0 ;;
+        --tgt-stock) TGT_STOCK=1 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown argument $1 (see --help)" ;;
     esac
@@ -105,6 +108,14 @@ bench_tgt_start() {
     tgt --op new --mode target --tid 1 -T "$TGT_IQN"
     tgt --op new --mode logicalunit --tid 1 --lun 1 -b "$WORK/tgt.img"
     tgt --op bind --mode target --tid 1 -I ALL
+    # Offer what rewind offers (src/config.rs IscsiConfig defaults) so that both targets are
+    # driven with the same PDU sizes; tgt's stock MaxRecvDataSegmentLength is 8 KiB.
+    [ "$TGT_STOCK" = 1 ] && return 0
+    local kv
+    for kv in MaxRecvDataSegmentLength=262144 MaxXmitDataSegmentLength=262144 \
+        MaxBurstLength=16776192 FirstBurstLength=16776192 InitialR2T=No ImmediateData=Yes; do
+        tgt_param "${kv%%=*}" "${kv#*=}" || log "tgt refused $kv"
+    done
 }
 bench_tgt_stop() {
     [ -n "$TGT_PID" ] || return 0
@@ -237,6 +248,8 @@ TABLE=$WORK/table.md
 MACHINE="$(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r), $(df -T "$WORK" | awk 'NR == 2 { print $2 }') backing filesystem"
 DATE=$(date -u +%Y-%m-%d)
 SETUP="$ROUNDS round(s), medians; $((SIZE >> 20)) MiB preallocated, fully written backing files; qemu-img $(qemu-img --version | awk 'NR == 1 { print $3 }'), tgt $(tgtd --version 2>/dev/null | head -1 || echo '?')"
+[ "$TGT_STOCK" = 1 ] && SETUP="$SETUP; tgt with its stock login parameters"
+[ "$TGT_STOCK" = 0 ] && SETUP="$SETUP; tgt set to offer rewind's login parameters (256 KiB segments, InitialR2T=No)"
 [ "$QUICK" = 1 ] && SETUP="$SETUP; --quick (smoke test, not a measurement)"
 [ "${NOJOURNAL_WORKAROUND:-0}" = 1 ] && SETUP="$SETUP; no-journal volume switched off in volume.toml (config key not applied)"
 echo
