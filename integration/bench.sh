@@ -65,10 +65,10 @@ if [ "$QUICK" = 1 ]; then
     )
 else
     WORKLOADS=(
-        "write-4k qemu-w 4096 32 60000"
-        "read-4k qemu-r 4096 32 60000"
-        "write-128k qemu-w 131072 16 6000"
-        "read-128k qemu-r 131072 16 6000"
+        "write-4k qemu-w 4096 32 150000"
+        "read-4k qemu-r 4096 32 150000"
+        "write-128k qemu-w 131072 16 8000"
+        "read-128k qemu-r 131072 16 8000"
         "randread-4k perf 4096 32 4"
     )
 fi
