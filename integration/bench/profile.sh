@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Profile rewind's 4 KiB write path: one journaled volume over a fully written 1 GiB file,
+# qemu-img bench 4 KiB writes QD32 over iSCSI while `perf record -g` samples the daemon.
+# Prints the hottest functions (self time) and writes perf.data to OUT (default: a temp dir).
+# usage: integration/bench/profile.sh [--nojournal] [--count N] [--out DIR]
+set -euo pipefail
+INTEG_NAME=profile
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REWIND_BIN=${REWIND_BIN:-${CARGO_TARGET_DIR:-$(cd "$HERE/../.." && pwd)/target}/release/rewind}
+# shellcheck source=integration/lib.sh
+. "$HERE/../lib.sh"
+JOURNAL=true COUNT=200000 OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --nojournal) JOURNAL=false ;;
+        --count) COUNT=$2; shift ;;
+        --out) OUT=$2; shift ;;
+        *) fail "unknown argument $1" ;;
+    esac
+    shift
+done
+integ_init
+need_cmd perf qemu-img
+integ_mktemp WORK
+OUT=${OUT:-$WORK}
+mkdir -p "$OUT"
+head -c "$GIB" /dev/urandom >"$WORK/vol.img"
+REWIND_DATA=$WORK/data
+printf '[[volume]]\nname = "vol"\npath = "%s"\n' "$WORK/vol.img" >"$WORK/rewind.toml"
+REWIND_SERVE_ARGS="--config $WORK/rewind.toml" RUST_LOG=warn target_start
+if [ "$JOURNAL" = false ]; then
+    # the config's per-volume `journal = false` is not applied; volume.toml's is
+    target_stop
+    sed -i 's/^journal = true$/journal = false/' "$REWIND_DATA/volumes/vol/volume.toml"
+    rm -rf "$REWIND_DATA/volumes/vol/journal"
+    REWIND_SERVE_ARGS="--config $WORK/rewind.toml" RUST_LOG=warn target_start
+fi
+URL="iscsi://127.0.0.1:$TARGET_PORT/$REWIND_IQN_PREFIX:vol/0"
+# warm up (first session, page cache), then profile a second run
+qemu-img bench -w -t none -f raw -c 20000 -d 32 -s 4096 "$URL" >/dev/null
+perf record -F 999 -g --call-graph dwarf,16384 -p "$TARGET_PID" -o "$OUT/perf.data" 2>"$WORK/perf.err" &
+PERF=$!
+sleep 1
+qemu-img bench -w -t none -f raw -c "$COUNT" -d 32 -s 4096 "$URL"
+kill -INT "$PERF"
+wait "$PERF" || true
+perf report -i "$OUT/perf.data" --no-children --percent-limit 1.5 --stdio -g none 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | head -40
+perf report -i "$OUT/perf.data" --children --percent-limit 4 --stdio -g none 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | head -50 >"$OUT/children.txt"
+log "perf data in $OUT/perf.data; inclusive times in $OUT/children.txt"
