@@ -354,7 +354,6 @@ async fn mutated_pdus_do_not_disturb_a_healthy_session() {
 /// Known failure (docs/reliability.md, "Known gaps"): some sessions whose connection got
 /// mutated PDUs stay in the session table after the socket closed. Run with `--ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known session leak after mutated PDUs; see docs/reliability.md"]
 async fn mutated_pdus_leave_no_sessions_behind() {
     assert_eq!(chaos(3).await, 0, "sessions left after chaos");
 }

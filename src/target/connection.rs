@@ -39,6 +39,8 @@ pub struct ConnShared {
     pub data_routes: Mutex<HashMap<u32, mpsc::UnboundedSender<DataOut>>>,
     next_ttt: AtomicU32,
     pub cancel: CancellationToken,
+    /// Text exchange state (continued requests, paged responses).
+    text: tokio::sync::Mutex<TextState>,
 }
 
 impl ConnShared {
@@ -134,8 +136,8 @@ pub async fn run(
         data_routes: Mutex::new(HashMap::new()),
         next_ttt: AtomicU32::new(1),
         cancel: cancel.clone(),
+        text: tokio::sync::Mutex::new(TextState::default()),
     });
-    let mut text = TextState::default();
     let interval = ctx.iscsi.nop_in_interval;
     let timeout = ctx.iscsi.nop_in_timeout;
     let mut last_heard = Instant::now();
@@ -185,7 +187,7 @@ pub async fn run(
                 match next {
                     Ok(Some(pdu)) => {
                         last_heard = Instant::now();
-                        match dispatch(&conn, &mut text, pdu).await {
+                        match dispatch(&conn, pdu).await {
                             Flow::Continue => {}
                             Flow::Close => break,
                         }
@@ -253,7 +255,7 @@ fn admit(session: &Session, immediate: bool, cmd_sn: u32) -> Admission {
     }
 }
 
-async fn dispatch(conn: &Arc<ConnShared>, text: &mut TextState, pdu: Pdu) -> Flow {
+async fn dispatch(conn: &Arc<ConnShared>, pdu: Pdu) -> Flow {
     let session = &conn.session;
     let discovery = session.kind == SessionType::Discovery;
     match pdu {
@@ -281,7 +283,17 @@ async fn dispatch(conn: &Arc<ConnShared>, text: &mut TextState, pdu: Pdu) -> Flo
             }
             Flow::Continue
         }
-        Pdu::NopOut(nop) => nop_out(conn, nop).await,
+        Pdu::NopOut(nop) => {
+            if nop.itt == RESERVED_TAG {
+                // The answer to one of our pings (or a bare ping that wants no answer).
+                return Flow::Continue;
+            }
+            let admission = admit(session, nop.immediate, nop.cmd_sn);
+            run_admitted(conn, admission, move |conn| async move {
+                nop_out(&conn, nop).await
+            })
+            .await
+        }
         Pdu::TaskMgmtRequest(req) if !discovery => {
             let admission = admit(session, req.immediate, req.cmd_sn);
             if matches!(admission, Admission::Ignore) {
@@ -292,25 +304,18 @@ async fn dispatch(conn: &Arc<ConnShared>, text: &mut TextState, pdu: Pdu) -> Flo
         }
         Pdu::TextRequest(req) => {
             let admission = admit(session, req.immediate, req.cmd_sn);
-            match admission {
-                Admission::Ignore => Flow::Continue,
-                Admission::Later(rx) => {
-                    let _ = rx.await;
-                    super::text::handle(conn, text, req).await
-                }
-                Admission::Now => super::text::handle(conn, text, req).await,
-            }
+            run_admitted(conn, admission, move |conn| async move {
+                let mut text = conn.text.lock().await;
+                super::text::handle(&conn, &mut text, req).await
+            })
+            .await
         }
         Pdu::LogoutRequest(req) => {
             let admission = admit(session, req.immediate, req.cmd_sn);
-            match admission {
-                Admission::Ignore => Flow::Continue,
-                Admission::Later(rx) => {
-                    let _ = rx.await;
-                    logout(conn, req).await
-                }
-                Admission::Now => logout(conn, req).await,
-            }
+            run_admitted(conn, admission, move |conn| async move {
+                logout(&conn, req).await
+            })
+            .await
         }
         Pdu::Snack(_) => {
             let header = header_of(&pdu);
@@ -338,19 +343,35 @@ async fn dispatch(conn: &Arc<ConnShared>, text: &mut TextState, pdu: Pdu) -> Flo
     }
 }
 
-async fn nop_out(conn: &Arc<ConnShared>, nop: NopOut) -> Flow {
-    if nop.itt == RESERVED_TAG {
-        // The answer to one of our pings (or a bare ping that wants no answer).
-        return Flow::Continue;
-    }
-    let admission = admit(&conn.session, nop.immediate, nop.cmd_sn);
+/// Run a request now, or, if it must wait for its CmdSN turn, on a task of its own: the read
+/// loop never waits for a gap to fill (a lost or bogus CmdSN would otherwise stall it and the
+/// connection could never notice its peer leaving).
+async fn run_admitted<F, Fut>(conn: &Arc<ConnShared>, admission: Admission, handle: F) -> Flow
+where
+    F: FnOnce(Arc<ConnShared>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Flow> + Send + 'static,
+{
     match admission {
-        Admission::Ignore => return Flow::Continue,
-        Admission::Later(rx) => {
-            let _ = rx.await;
+        Admission::Ignore => Flow::Continue,
+        Admission::Now => handle(conn.clone()).await,
+        Admission::Later(turn) => {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = conn.cancel.cancelled() => return,
+                    _ = conn.session.cancel.cancelled() => return,
+                    t = turn => if t.is_err() { return },
+                }
+                if let Flow::Close = handle(conn.clone()).await {
+                    conn.cancel.cancel();
+                }
+            });
+            Flow::Continue
         }
-        Admission::Now => {}
     }
+}
+
+async fn nop_out(conn: &Arc<ConnShared>, nop: NopOut) -> Flow {
     let reply = Pdu::NopIn(NopIn {
         lun: nop.lun,
         itt: nop.itt,

@@ -15,9 +15,11 @@ use crate::scsi::ResetKind;
 
 pub fn start(conn: Arc<ConnShared>, req: TaskMgmtRequest, admission: Admission) {
     tokio::spawn(async move {
-        if let Admission::Later(rx) = admission {
-            if rx.await.is_err() {
-                return;
+        if let Admission::Later(turn) = admission {
+            tokio::select! {
+                _ = conn.cancel.cancelled() => return,
+                _ = conn.session.cancel.cancelled() => return,
+                t = turn => if t.is_err() { return },
             }
         }
         let response = execute(&conn, &req).await;
