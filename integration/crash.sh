@@ -59,6 +59,8 @@ for round in $(seq 1 "$ROUNDS"); do
         rewind_cli snapshot export "$VOL" --at "@$b" --name "$b" >/dev/null \
             || fail "round $round: bookmark $b cannot be exported"
         dump "$(url_of "$VOL.$b")" "$work/view-$b.img"
+        # Snapshots outlive restarts: unexport, so a later round can export the bookmark again.
+        rewind_cli snapshot unexport "$REWIND_IQN_PREFIX:$VOL.$b" >/dev/null
         views+=(--view "$b=$work/view-$b.img")
     done
     python3 "$ORACLE" check --state "$STATE" --live "$work/live.img" --url "$(url_of "$VOL")" \

@@ -27,6 +27,24 @@ target_alive
 [ "$rc" -eq 0 ] || fail "initiator VM failed (exit $rc; 124 = timeout, 125 = guest crashed)"
 grep -qx 'GUEST PASS' "$WORK/console.log" || fail "the guest exited 0 but did not report GUEST PASS"
 
+if [ "$TARGET_IMPL" = rewind ]; then
+    # A past point through the same real initiator: snapshot the volume as the guest left it,
+    # wipe the live volume, and mount the snapshot read-only in a second guest.
+    SNAP=$(rewind_cli snapshot export vol0 --at "$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)" --name vm | tail -n 1)
+    qemu-io -f raw -c "write -z 0 64M" "iscsi://127.0.0.1:$TARGET_PORT/$TARGET_IQN/$TARGET_LUN" >/dev/null \
+        || fail "could not wipe the live volume"
+    rc=0
+    "$INTEG_DIR/vm/run-guest.sh" --port "$TARGET_PORT" --target "$SNAP" --lun 0 \
+        --script "$INTEG_DIR/vm/guest/snapshot-guest.sh" --timeout "${VM_TIMEOUT:-900}" \
+        --log "$WORK/snapshot.log" || rc=$?
+    [ "$rc" -eq 0 ] || fail "snapshot guest failed (exit $rc)"
+    grep -qx 'GUEST PASS' "$WORK/snapshot.log" || fail "the snapshot guest did not report GUEST PASS"
+    diff <(grep '^MANIFEST ' "$WORK/console.log" | awk '{print $2, $3}' | sort -k2) \
+         <(grep '^SNAPFILE ' "$WORK/snapshot.log" | awk '{print $2, $3}' | sort -k2) \
+        || fail "the snapshot's files differ from what the guest wrote"
+    log "snapshot $SNAP: write-protected, mounted read-only, $(grep -c '^SNAPFILE ' "$WORK/snapshot.log") files as written"
+fi
+
 if [ "$TARGET_IMPL" = tgt ] && have debugfs; then
     # the guest's checksums must match what is really in the backing file
     target_stop
@@ -40,4 +58,4 @@ if [ "$TARGET_IMPL" = tgt ] && have debugfs; then
     [ "$n" -gt 0 ] || fail "no MANIFEST lines from the guest"
     log "host check: $n files in the backing file match the guest's checksums"
 fi
-pass "real Linux initiator (open-iscsi) against $TARGET_IMPL, plain and CRC32C digests ($((SECONDS - START))s)"
+pass "real Linux initiator (open-iscsi) against $TARGET_IMPL, plain and CRC32C digests$([ "$TARGET_IMPL" = rewind ] && echo ", snapshot mounted read-only") ($((SECONDS - START))s)"
