@@ -65,4 +65,22 @@ log "  ok: world-readable secrets file draws a warning"
 if grep -q -- "$SECRET" "$TARGET_LOG"; then fail "the CHAP secret appears in the log"; fi
 log "  ok: the secret never appears in the log"
 rewind_stop
+
+# Discovery sessions with CHAP: SendTargets only after authenticating.
+chmod 600 "$cfgdir/chap.secret"
+cat >>"$cfgdir/rewind.toml" <<TOML
+
+[discovery_auth]
+user = "disco"
+secret = "discovery-secret-42"
+TOML
+REWIND_SERVE_ARGS="--config $cfgdir/rewind.toml" rewind_start
+URL_HOST=127.0.0.1:$TARGET_PORT
+out=$(iscsi-ls -i "$GOOD" --url "iscsi://$URL_HOST" 2>&1 || true)
+if grep -q "$IQN" <<<"$out"; then fail "discovery without CHAP listed targets: $out"; fi
+grep -qi "authentication failure\|failed" <<<"$out" || fail "discovery without CHAP: expected a login failure, got: $out"
+out=$(iscsi-ls -i "$GOOD" --url "iscsi://disco%discovery-secret-42@$URL_HOST" 2>&1 || true)
+grep -q "$IQN" <<<"$out" || fail "discovery with the right CHAP secret does not list the target: $out"
+log "  ok: discovery CHAP: refused without credentials, lists targets with them"
+rewind_stop
 pass "CHAP and initiator ACLs with libiscsi"

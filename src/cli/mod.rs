@@ -97,6 +97,11 @@ pub enum Command {
     },
     /// Apply the retention policy to a volume's journal now.
     Merge { volume: String },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  rewind completions bash > /etc/bash_completion.d/rewind\n  rewind completions zsh > \"${fpath[1]}/_rewind\""
+    )]
+    Completions { shell: clap_complete::Shell },
     /// Check a volume's journal offline (no daemon may be serving the data directory); with
     /// --image, compare the volume at a past point with an image. Exit 0 ok, 1 corruption or
     /// mismatch, 2 usage.
@@ -308,6 +313,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if code != 0 {
                 std::process::exit(code);
             }
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "rewind", &mut std::io::stdout());
             Ok(())
         }
         Command::Merge { volume } => {

@@ -52,6 +52,7 @@ pub struct Client {
     pub itt: u32,
     pub tsih: u16,
     pub isid: [u8; 6],
+    pub cid: u16,
 }
 
 /// The outcome of a SCSI command as the initiator sees it.
@@ -96,6 +97,7 @@ impl Client {
             itt: 1,
             tsih: 0,
             isid: [0x80, 0, 0, 0x12, 0x34, 0x56],
+            cid: 0,
         }
     }
 
@@ -185,7 +187,7 @@ impl Client {
             isid: self.isid,
             tsih: self.tsih,
             itt,
-            cid: 0,
+            cid: self.cid,
             cmd_sn: self.cmd_sn,
             exp_stat_sn: self.exp_stat_sn,
             data: Bytes::from(encode_pairs(keys)),
