@@ -83,6 +83,46 @@ fn history_error(e: crate::journal::JournalError) -> String {
     }
 }
 
+/// The retention policy as time ranges ending now: what resolution each range of history has.
+fn retention_tiers(
+    policy: &crate::journal::RetentionPolicy,
+    born: u64,
+    now: u64,
+) -> Vec<serde_json::Value> {
+    // Ranges are clipped to when history began.
+    let at = |age: u64| format_stamp(now.saturating_sub(age).max(born));
+    let mut out = vec![serde_json::json!({
+        "keeps": "every write",
+        "from": at(policy.keep_all.micros()),
+        "to": format_stamp(now),
+    })];
+    let mut newer = policy.keep_all.micros();
+    for t in &policy.tiers {
+        out.push(serde_json::json!({
+            "keeps": format!("one point per {}", humantime::format_duration(t.every.0)),
+            "from": at(t.until.micros()),
+            "to": at(newer),
+        }));
+        newer = t.until.micros();
+    }
+    out
+}
+
+/// Bytes of the files under `dir` (the journal's size on disk).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// Everything the daemon serves.
 pub struct Registry {
     pub ctx: Arc<TargetContext>,
@@ -418,6 +458,8 @@ impl Registry {
             "bookmarks": bookmarks,
             "invalid_ports": invalid,
             "retention": self.journal.retention,
+            "retention_tiers": retention_tiers(&self.journal.retention, j.born(), now),
+            "journal_bytes": dir_bytes(&self.dd.volume_dir(volume).join("journal")),
         }))
     }
 

@@ -74,7 +74,10 @@ pub fn history(v: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
     println!("volume            {}", text("volume"));
     println!("history begins    {}", text("oldest"));
     println!("newest point      {}", text("newest"));
-    println!("journal entries   {}", v["entries"]);
+    println!(
+        "indexed entries   {} (entries still in partial journals are indexed at their next flush)",
+        v["entries"]
+    );
     println!(
         "consistency marks {} (last {})",
         v["consistency_marks"],
@@ -84,7 +87,20 @@ pub fn history(v: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
     if invalid > 0 {
         println!("WARNING: {invalid} port(s) could not flush their journal; later points are not guaranteed complete");
     }
-    println!("retention         {}", v["retention"]);
+    let bytes = v["journal_bytes"].as_u64().unwrap_or(0);
+    println!(
+        "journal size      {} ({bytes} bytes)",
+        bytesize::ByteSize(bytes).to_string_as(true)
+    );
+    println!("retention");
+    for t in v["retention_tiers"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<28} {} .. {}",
+            t["keeps"].as_str().unwrap_or_default(),
+            t["from"].as_str().unwrap_or_default(),
+            t["to"].as_str().unwrap_or_default()
+        );
+    }
     println!("bookmarks");
     for b in v["bookmarks"].as_array().into_iter().flatten() {
         println!(
