@@ -246,7 +246,7 @@ qemu-img dd -f raw -O raw bs=1M count=16 if="$TARGET_URL" of="$WORK/n.out" 2>"$W
     || { cat "$WORK/q.err" >&2; fail "re-reading the volume failed"; }
 [ "$(sha "$WORK/n.raw")" = "$(sha "$WORK/n.out")" ] || fail "the volume does not hold the new data"
 cp "$WORK/n.raw" "$WORK/a.raw"   # what the volume holds now, for the restart check
-echo "[$INTEG_NAME]   ok: bookmark, overwrite, view export: $VIEW_IQN serves the bookmarked bytes"
+echo "[$INTEG_NAME]   ok: bookmark, overwrite, snapshot export: $VIEW_IQN serves the bookmarked bytes"
 
 # 4. SIGTERM; restart on the same volume, hardened, with the HTTP API
 ctr_stop first
@@ -271,4 +271,4 @@ else
 fi
 ctr_stop second
 
-pass "image $IMAGE (built in ${BUILD_SECS}s): login, I/O round trip, status, healthcheck, view export, hardened restart, HTTP API"
+pass "image $IMAGE (built in ${BUILD_SECS}s): login, I/O round trip, status, healthcheck, snapshot export, hardened restart, HTTP API"
