@@ -435,91 +435,89 @@ pub async fn run(
         let req = match reader.next().await? {
             None => return Ok(LoginEnd::Closed),
             Some(Pdu::LoginRequest(r)) => r,
-            Some(other) => {
-                let op = rewind_protocol::Pdu::opcode(&other).0;
-                return Err(LoginError::NotLogin(op));
-            }
+            Some(other) => return Err(LoginError::NotLogin(other.opcode().0)),
         };
         if first {
             login.isid = req.isid;
             login.cid = req.cid;
             login.first_cmd_sn = req.cmd_sn;
             login.stat_sn = req.exp_stat_sn;
-        } else if req.isid != login.isid || req.cid != login.cid {
-            let pdu = login.response(&req, LoginStatus::INITIATOR_ERROR, None, Bytes::new());
-            send(wr, &pdu).await?;
-            return Ok(LoginEnd::Failed(LoginStatus::INITIATOR_ERROR));
         }
-        let fail = |status: LoginStatus| status;
-        let step = match check_stage(login.stage, req.csg, req.transit && !req.cont, req.nsg) {
-            Ok(s) => s,
-            Err(status) => {
-                let pdu = login.response(&req, fail(status), None, Bytes::new());
+        // Every failure ends the login here, with its status and any keys to explain it.
+        match login.request(&req, &mut first, local) {
+            Ok(Next::Respond(pdu)) => send(wr, &pdu).await?,
+            Ok(Next::FullFeature(pdu, logged_in)) => {
                 send(wr, &pdu).await?;
-                return Ok(LoginEnd::Failed(status));
+                return Ok(LoginEnd::FullFeature(LoggedIn {
+                    stat_sn: login.stat_sn,
+                    ..logged_in
+                }));
             }
-        };
-        if login.text.len() + req.data.len() > MAX_LOGIN_TEXT {
-            let pdu = login.response(&req, LoginStatus::OUT_OF_RESOURCES, None, Bytes::new());
-            send(wr, &pdu).await?;
-            return Ok(LoginEnd::Failed(LoginStatus::OUT_OF_RESOURCES));
-        }
-        login.text.extend_from_slice(&req.data);
-        if req.cont {
-            // More text follows: acknowledge with an empty response in the same stage.
-            login.stage = Some(step.current);
-            let pdu = login.response(
-                &req,
-                LoginStatus::SUCCESS,
-                Some(StageStep {
-                    current: step.current,
-                    transit_to: None,
-                }),
-                Bytes::new(),
-            );
-            send(wr, &pdu).await?;
-            continue;
-        }
-        let text = std::mem::take(&mut login.text);
-        let outcome = login.answer(&req, &text, step, first);
-        let (answers, step) = match outcome {
-            Ok(a) => a,
             Err((status, keys)) => {
                 let pdu = login.response(&req, status, None, Bytes::from(encode_pairs(&keys)));
                 send(wr, &pdu).await?;
                 return Ok(LoginEnd::Failed(status));
             }
-        };
-        first = false;
-        login.stage = Some(step.transit_to.unwrap_or(step.current));
-        if step.transit_to == Some(Stage::FullFeature) {
-            let logged_in = match login.enter_full_feature(local) {
-                Ok(l) => l,
-                Err(status) => {
-                    let pdu = login.response(&req, status, None, Bytes::new());
-                    send(wr, &pdu).await?;
-                    return Ok(LoginEnd::Failed(status));
-                }
-            };
-            let pdu = login.response(
-                &req,
-                LoginStatus::SUCCESS,
-                Some(step),
-                Bytes::from(encode_pairs(&answers)),
-            );
-            send(wr, &pdu).await?;
-            return Ok(LoginEnd::FullFeature(LoggedIn {
-                stat_sn: login.stat_sn,
-                ..logged_in
-            }));
         }
-        let pdu = login.response(
-            &req,
+    }
+}
+
+/// What to do after one Login Request.
+enum Next {
+    /// Send this response and read the next request.
+    Respond(Pdu),
+    /// Send this (final) response; the connection is in the full feature phase.
+    FullFeature(Pdu, LoggedIn),
+}
+
+impl Login<'_> {
+    /// One Login Request through the stage machine, continuation, negotiation and authentication.
+    fn request(
+        &mut self,
+        req: &LoginRequest,
+        first: &mut bool,
+        local: SocketAddr,
+    ) -> Result<Next, LoginFailure> {
+        let plain = |status: LoginStatus| (status, Vec::new());
+        if !*first && (req.isid != self.isid || req.cid != self.cid) {
+            return Err(plain(LoginStatus::INITIATOR_ERROR));
+        }
+        let step =
+            check_stage(self.stage, req.csg, req.transit && !req.cont, req.nsg).map_err(plain)?;
+        if self.text.len() + req.data.len() > MAX_LOGIN_TEXT {
+            return Err(plain(LoginStatus::OUT_OF_RESOURCES));
+        }
+        self.text.extend_from_slice(&req.data);
+        if req.cont {
+            // More text follows: acknowledge with an empty response in the same stage.
+            self.stage = Some(step.current);
+            let stay = StageStep {
+                current: step.current,
+                transit_to: None,
+            };
+            return Ok(Next::Respond(self.response(
+                req,
+                LoginStatus::SUCCESS,
+                Some(stay),
+                Bytes::new(),
+            )));
+        }
+        let text = std::mem::take(&mut self.text);
+        let (answers, step) = self.answer(req, &text, step, *first)?;
+        *first = false;
+        self.stage = Some(step.transit_to.unwrap_or(step.current));
+        let data = Bytes::from(encode_pairs(&answers));
+        if step.transit_to == Some(Stage::FullFeature) {
+            let logged_in = self.enter_full_feature(local).map_err(plain)?;
+            let pdu = self.response(req, LoginStatus::SUCCESS, Some(step), data);
+            return Ok(Next::FullFeature(pdu, logged_in));
+        }
+        Ok(Next::Respond(self.response(
+            req,
             LoginStatus::SUCCESS,
             Some(step),
-            Bytes::from(encode_pairs(&answers)),
-        );
-        send(wr, &pdu).await?;
+            data,
+        )))
     }
 }
 

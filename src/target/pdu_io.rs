@@ -87,67 +87,41 @@ pub enum Outgoing {
 /// Stamp StatSN / ExpCmdSN / MaxCmdSN. PDUs that carry status take a new StatSN; the others
 /// carry the current one without advancing it (RFC 7143 section 4.2.2.2).
 pub fn stamp(pdu: &mut Pdu, stat_sn: &mut u32, exp: u32, max: u32) {
-    let mut take = |advance: bool| {
-        let sn = *stat_sn;
-        if advance {
-            *stat_sn = stat_sn.wrapping_add(1);
-        }
-        sn
-    };
-    match pdu {
-        Pdu::ScsiResponse(p) => {
-            p.stat_sn = take(true);
-            p.exp_cmd_sn = exp;
-            p.max_cmd_sn = max;
-        }
+    // (StatSN field, whether this PDU consumes a StatSN, ExpCmdSN field, MaxCmdSN field)
+    let (sn, advance, e, m) = match pdu {
+        Pdu::ScsiResponse(p) => (&mut p.stat_sn, true, &mut p.exp_cmd_sn, &mut p.max_cmd_sn),
         Pdu::DataIn(p) => {
-            p.stat_sn = if p.status.is_some() { take(true) } else { 0 };
-            p.exp_cmd_sn = exp;
-            p.max_cmd_sn = max;
+            let has_status = p.status.is_some();
+            if !has_status {
+                p.stat_sn = 0;
+                p.exp_cmd_sn = exp;
+                p.max_cmd_sn = max;
+                return;
+            }
+            (&mut p.stat_sn, true, &mut p.exp_cmd_sn, &mut p.max_cmd_sn)
         }
-        Pdu::NopIn(p) => {
-            // A ping of our own (ITT 0xffffffff) does not advance StatSN.
-            p.stat_sn = take(p.itt != 0xffff_ffff);
-            p.exp_cmd_sn = exp;
-            p.max_cmd_sn = max;
-        }
-        Pdu::R2t(p) => {
-            p.stat_sn = take(false);
-            p.exp_cmd_sn = exp;
-            p.max_cmd_sn = max;
-        }
-        Pdu::TaskMgmtResponse(p) => {
-            p.stat_sn = take(true);
-            p.exp_cmd_sn = exp;
-            p.max_cmd_sn = max;
-        }
-        Pdu::TextResponse(p) => {
-            p.stat_sn = take(true);
-            p.exp_cmd_sn = exp;
-            p.max_cmd_sn = max;
-        }
-        Pdu::LogoutResponse(p) => {
-            p.stat_sn = take(true);
-            p.exp_cmd_sn = exp;
-            p.max_cmd_sn = max;
-        }
-        Pdu::AsyncMessage(p) => {
-            p.stat_sn = take(true);
-            p.exp_cmd_sn = exp;
-            p.max_cmd_sn = max;
-        }
-        Pdu::Reject(p) => {
-            p.stat_sn = take(true);
-            p.exp_cmd_sn = exp;
-            p.max_cmd_sn = max;
-        }
-        Pdu::LoginResponse(p) => {
-            p.stat_sn = take(true);
-            p.exp_cmd_sn = exp;
-            p.max_cmd_sn = max;
-        }
-        _ => {}
+        // A ping of our own (ITT 0xffffffff) does not advance StatSN.
+        Pdu::NopIn(p) => (
+            &mut p.stat_sn,
+            p.itt != 0xffff_ffff,
+            &mut p.exp_cmd_sn,
+            &mut p.max_cmd_sn,
+        ),
+        Pdu::R2t(p) => (&mut p.stat_sn, false, &mut p.exp_cmd_sn, &mut p.max_cmd_sn),
+        Pdu::TaskMgmtResponse(p) => (&mut p.stat_sn, true, &mut p.exp_cmd_sn, &mut p.max_cmd_sn),
+        Pdu::TextResponse(p) => (&mut p.stat_sn, true, &mut p.exp_cmd_sn, &mut p.max_cmd_sn),
+        Pdu::LogoutResponse(p) => (&mut p.stat_sn, true, &mut p.exp_cmd_sn, &mut p.max_cmd_sn),
+        Pdu::AsyncMessage(p) => (&mut p.stat_sn, true, &mut p.exp_cmd_sn, &mut p.max_cmd_sn),
+        Pdu::Reject(p) => (&mut p.stat_sn, true, &mut p.exp_cmd_sn, &mut p.max_cmd_sn),
+        Pdu::LoginResponse(p) => (&mut p.stat_sn, true, &mut p.exp_cmd_sn, &mut p.max_cmd_sn),
+        _ => return,
+    };
+    *sn = *stat_sn;
+    if advance {
+        *stat_sn = stat_sn.wrapping_add(1);
     }
+    *e = exp;
+    *m = max;
 }
 
 /// Counters shared with the connection for status reporting.
@@ -198,4 +172,54 @@ pub async fn run_writer(
     }
     let _ = wr.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stamp;
+    use bytes::Bytes;
+    use rewind_protocol::{NopIn, Pdu, R2t};
+
+    #[test]
+    fn only_status_pdus_consume_a_stat_sn() {
+        let mut sn = 7;
+        let mut ping = Pdu::NopIn(NopIn {
+            lun: 0,
+            itt: 0xffff_ffff,
+            ttt: 1,
+            stat_sn: 0,
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+            data: Bytes::new(),
+        });
+        stamp(&mut ping, &mut sn, 10, 20);
+        assert_eq!(sn, 7, "a target ping does not advance StatSN");
+        let mut r2t = Pdu::R2t(R2t {
+            lun: 0,
+            itt: 1,
+            ttt: 2,
+            stat_sn: 0,
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+            r2t_sn: 0,
+            buffer_offset: 0,
+            desired_len: 512,
+        });
+        stamp(&mut r2t, &mut sn, 10, 20);
+        assert!(
+            matches!(r2t, Pdu::R2t(ref p) if p.stat_sn == 7 && p.exp_cmd_sn == 10 && p.max_cmd_sn == 20)
+        );
+        let mut reply = Pdu::NopIn(NopIn {
+            lun: 0,
+            itt: 5,
+            ttt: 0xffff_ffff,
+            stat_sn: 0,
+            exp_cmd_sn: 0,
+            max_cmd_sn: 0,
+            data: Bytes::new(),
+        });
+        stamp(&mut reply, &mut sn, 11, 21);
+        assert!(matches!(reply, Pdu::NopIn(ref p) if p.stat_sn == 7));
+        assert_eq!(sn, 8, "a NOP-In answering a ping carries status");
+    }
 }
