@@ -29,10 +29,7 @@ impl OverlayStore {
     }
 
     fn check(&self, lba: u64, blocks: u64) -> Result<(), StorageError> {
-        match lba.checked_add(blocks) {
-            Some(end) if end <= self.base.num_blocks() => Ok(()),
-            _ => Err(StorageError::OutOfRange { lba, blocks }),
-        }
+        super::check_range(lba, blocks, self.base.num_blocks())
     }
 
     /// Bytes the overlay holds.
