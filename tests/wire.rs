@@ -182,3 +182,43 @@ async fn session_reinstatement_replaces_the_old_session() {
     ping(&mut new).await;
     assert_eq!(s.running.ctx.sessions.len(), 1);
 }
+
+#[tokio::test]
+async fn volumes_with_4096_byte_blocks() {
+    let s = common::start_server_with(|c| {
+        c.volumes.push(rewind::config::VolumeConfig {
+            name: "big".into(),
+            path: None,
+            size: Some("64MiB".into()),
+            block_size: 4096,
+            read_only: false,
+            journal: None,
+        })
+    })
+    .await;
+    let mut c = Client::connect(s.addr).await;
+    assert_eq!(
+        c.login(Some("iqn.2026-11.dev.rewind:big"), &[])
+            .await
+            .status_class,
+        0
+    );
+    // READ CAPACITY (16): last LBA and block length.
+    let mut cdb = [0u8; 16];
+    cdb[0] = 0x9e;
+    cdb[1] = 0x10;
+    cdb[13] = 32;
+    let r = c.scsi(&cdb, 32, &[]).await;
+    assert_eq!(r.status, 0);
+    assert_eq!(
+        u64::from_be_bytes(r.data[0..8].try_into().expect("8 bytes")),
+        (64 << 20) / 4096 - 1
+    );
+    assert_eq!(
+        u32::from_be_bytes(r.data[8..12].try_into().expect("4 bytes")),
+        4096
+    );
+    let data: Vec<u8> = (0..3 * 4096).map(|i| (i % 251) as u8).collect();
+    assert_eq!(c.write10(5, &data, 4096).await.status, 0);
+    assert_eq!(c.read10(5, 3, 4096).await.data, data);
+}
