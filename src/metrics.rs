@@ -323,9 +323,15 @@ impl Metrics {
     pub fn observe_registry(&self, reg: &crate::volume::Registry) {
         self.observe_target(&reg.ctx);
         for v in reg.volumes() {
-            if v.journal.is_some() {
+            if let Some(j) = &v.journal {
                 let dir = reg.dd.volume_dir(&v.meta.name).join("journal");
                 self.journal_bytes(&v.meta.name, disk_usage(&dir));
+                let oldest = std::time::UNIX_EPOCH + Duration::from_micros(j.born());
+                self.oldest_point(&v.meta.name, oldest);
+                let invalid = j.invalid_ports(0, u64::MAX).unwrap_or_default();
+                for port in invalid {
+                    self.port_valid(&v.meta.name, &port.to_string(), false);
+                }
             }
         }
     }
