@@ -73,12 +73,11 @@ pub fn verify(path: &Path, sha256: &str) -> std::io::Result<bool> {
     Ok(hash_file(path)?.eq_ignore_ascii_case(sha256))
 }
 
+/// What [`for_each`] calls for each extent.
+pub type ExtentFn<'a> = dyn FnMut(u64, &[u8]) -> Result<(), String> + 'a;
+
 /// Each `(extent, data)` of a buffered update, in order. Call only after [`verify`].
-pub fn for_each(
-    path: &Path,
-    layout: &Layout,
-    f: &mut dyn FnMut(u64, &[u8]) -> Result<(), String>,
-) -> Result<(), String> {
+pub fn for_each(path: &Path, layout: &Layout, f: &mut ExtentFn<'_>) -> Result<(), String> {
     let mut r = BufReader::new(File::open(path).map_err(|e| e.to_string())?);
     loop {
         let mut head = [0u8; 8];

@@ -164,39 +164,6 @@ pub fn recv(r: &mut impl Read) -> Result<(Frame, u64), WireError> {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_round_trip_and_every_flipped_bit_is_caught() {
-        let msg = Msg::UpdateData {
-            extents: vec![1, 7],
-        };
-        let data = vec![0xabu8; 300];
-        let frame = encode(&msg, &data);
-        let (got, n) = recv(&mut &frame[..]).expect("decodes");
-        assert_eq!(got.msg, msg);
-        assert_eq!(got.data, data);
-        assert_eq!(n, frame.len() as u64);
-        for bit in (0..frame.len() * 8).step_by(7) {
-            let mut bad = frame.clone();
-            bad[bit / 8] ^= 1 << (bit % 8);
-            assert!(
-                recv(&mut &bad[..]).is_err(),
-                "flipped bit {bit} was not caught"
-            );
-        }
-    }
-
-    #[test]
-    fn other_versions_are_refused() {
-        let mut frame = encode(&Msg::GroupDigests, &[]);
-        frame[4] = 9;
-        assert!(matches!(recv(&mut &frame[..]), Err(WireError::Version(9))));
-    }
-}
-
 /// A TCP connection speaking frames, counting the bytes each way.
 pub struct Conn {
     reader: std::io::BufReader<std::net::TcpStream>,
@@ -238,5 +205,38 @@ impl Conn {
         let (frame, n) = recv(&mut self.reader)?;
         self.received += n;
         Ok(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_every_flipped_bit_is_caught() {
+        let msg = Msg::UpdateData {
+            extents: vec![1, 7],
+        };
+        let data = vec![0xabu8; 300];
+        let frame = encode(&msg, &data);
+        let (got, n) = recv(&mut &frame[..]).expect("decodes");
+        assert_eq!(got.msg, msg);
+        assert_eq!(got.data, data);
+        assert_eq!(n, frame.len() as u64);
+        for bit in (0..frame.len() * 8).step_by(7) {
+            let mut bad = frame.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                recv(&mut &bad[..]).is_err(),
+                "flipped bit {bit} was not caught"
+            );
+        }
+    }
+
+    #[test]
+    fn other_versions_are_refused() {
+        let mut frame = encode(&Msg::GroupDigests, &[]);
+        frame[4] = 9;
+        assert!(matches!(recv(&mut &frame[..]), Err(WireError::Version(9))));
     }
 }
