@@ -98,9 +98,9 @@ cli secondary promote rep
 qemu-io -f raw -c "write -P 0x11 0 4k" "$SECONDARY_URL" >/dev/null || fail "promoted volume refused a write"
 pass "secondary read-only until promoted, writable after"
 
-printf 'a-different-secret-entirely\n' >"$work/wrong"
-chmod 600 "$work/wrong"
-sed "s#$work/secret#$work/wrong#" "$work/primary.toml" >"$work/wrong.toml"
+printf 'a-different-secret-entirely\n' >"$work/wrong.secret"
+chmod 600 "$work/wrong.secret"
+sed "s#$work/secret#$work/wrong.secret#" "$work/primary.toml" >"$work/wrong.toml"
 start wrong "$work/wrong.toml"
 cli wrong replicate rep --to "127.0.0.1:$REPL_PORT" --interval 1s
 for i in $(seq 1 40); do
