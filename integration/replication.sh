@@ -52,7 +52,10 @@ secret_file = "$work/secret"
 EOT
 start secondary "$work/secondary.toml"
 start primary "$work/primary.toml"
+# shellcheck disable=SC2154  # PORT_* are set by start (printf -v)
 PRIMARY_URL=$(url "$PORT_primary" rep)
+# shellcheck disable=SC2154
+
 SECONDARY_URL=$(url "$PORT_secondary" rep)
 
 log "writing random data to the primary"
