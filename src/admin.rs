@@ -51,6 +51,22 @@ pub enum Request {
     Merge {
         volume: String,
     },
+    /// Start (or change) replicating a volume to a secondary at `to` (HOST:PORT).
+    Replicate {
+        volume: String,
+        to: String,
+        interval_ms: u64,
+    },
+    /// Stop replicating a volume.
+    ReplicateStop {
+        volume: String,
+    },
+    /// Make a replication secondary's volume writable (failover).
+    Promote {
+        volume: String,
+    },
+    /// Replication status: pairings (primary) and accepted volumes (secondary).
+    ReplicationStatus,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +108,9 @@ pub struct Status {
     pub targets: Vec<TargetInfo>,
     pub sessions: Vec<SessionInfo>,
     pub volumes: Vec<VolumeMeta>,
+    /// Replication facts: lag, last shipped point, bytes, errors (absent from older daemons).
+    #[serde(default)]
+    pub replication: serde_json::Value,
 }
 
 pub fn status(reg: &Registry) -> Status {
@@ -127,6 +146,9 @@ pub fn status(reg: &Registry) -> Status {
             .collect(),
         sessions,
         volumes: dd.list().unwrap_or_default(),
+        replication: crate::replication::for_registry(reg)
+            .map(|r| r.status())
+            .unwrap_or_default(),
     }
 }
 
@@ -159,7 +181,13 @@ pub fn handle(
             info!(volume = %name, %target, "volume created and served");
             Ok(serde_json::json!({ "volume": meta, "target": target }))
         }
-        Request::History { volume } => reg.history(&volume),
+        Request::History { volume } => {
+            let mut h = reg.history(&volume)?;
+            if let Ok(r) = crate::replication::for_registry(reg) {
+                h["replication"] = r.volume_facts(&volume);
+            }
+            Ok(h)
+        }
         Request::Bookmark { volume, name } => {
             crate::config::check_volume_name(&name)
                 .map_err(|e| e.to_string().replace("volume name", "bookmark name"))?;
@@ -195,6 +223,18 @@ pub fn handle(
         Request::Merge { volume } => {
             Ok(serde_json::json!({ "volume": volume, "report": reg.merge(&volume)? }))
         }
+        Request::Replicate {
+            volume,
+            to,
+            interval_ms,
+        } => crate::replication::for_registry(reg)?.replicate(
+            &volume,
+            &to,
+            std::time::Duration::from_millis(interval_ms),
+        ),
+        Request::ReplicateStop { volume } => crate::replication::for_registry(reg)?.stop(&volume),
+        Request::Promote { volume } => crate::replication::for_registry(reg)?.promote(&volume),
+        Request::ReplicationStatus => Ok(crate::replication::for_registry(reg)?.status()),
     }
 }
 

@@ -73,6 +73,73 @@ pub struct Config {
     /// CHAP for discovery sessions; absent: discovery needs no authentication.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub discovery_auth: Option<ChapAuthConfig>,
+    /// Replication to or from a second site (`[replication]`); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationConfig>,
+}
+
+/// `[replication]`: the shared secret both sites prove with HMAC-SHA256, and, on a secondary,
+/// the address to accept replication on and the volumes it accepts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Secondary: accept replication on ADDR:PORT (e.g. "0.0.0.0:3262").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Secondary: the volumes a primary may replicate into (served read-only until promoted).
+    pub volumes: Vec<String>,
+    /// The shared secret, inline, or better in `secret_file` (first line, trimmed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl ReplicationConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| ConfigError::Invalid(format!("replication: {m}"));
+        match (&self.secret, &self.secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(bad("give secret or secret_file, not both".into()));
+            }
+            (None, None) => return Err(bad("a shared secret is needed (secret_file)".into())),
+            (Some(s), None) => check_secret_len(s).map_err(|e| bad(e.to_string()))?,
+            (None, Some(_)) => {}
+        }
+        if let Some(l) = &self.listen {
+            l.parse::<SocketAddr>().map_err(|_| {
+                bad(format!(
+                    "listen {l:?}: write it as ADDR:PORT, e.g. 0.0.0.0:3262"
+                ))
+            })?;
+        }
+        if self.listen.is_none() && !self.volumes.is_empty() {
+            return Err(bad(
+                "volumes are accepted from a primary only with a listen address".into(),
+            ));
+        }
+        for v in &self.volumes {
+            check_volume_name(v)?;
+        }
+        Ok(())
+    }
+
+    /// The shared secret (read from `secret_file` if given), with warnings to log.
+    pub fn load_secret(&self) -> Result<(Secret, Vec<SecretWarning>), ConfigError> {
+        match (&self.secret, &self.secret_file) {
+            (Some(s), _) => Ok((s.clone(), Vec::new())),
+            (None, Some(path)) => {
+                let (s, w) = Secret::from_file(path)
+                    .map_err(|e| ConfigError::Invalid(format!("replication: {e}")))?;
+                check_secret_len(&s)
+                    .map_err(|e| ConfigError::Invalid(format!("replication: {e}")))?;
+                Ok((s, w))
+            }
+            (None, None) => Err(ConfigError::Invalid(
+                "replication: a shared secret is needed".into(),
+            )),
+        }
+    }
 }
 
 impl Default for Config {
@@ -85,6 +152,7 @@ impl Default for Config {
             iscsi: IscsiConfig::default(),
             journal: crate::journal::JournalConfig::default(),
             discovery_auth: None,
+            replication: None,
         }
     }
 }
@@ -536,6 +604,9 @@ impl Config {
         }
         if let Some(auth) = &self.discovery_auth {
             auth.validate("discovery_auth")?;
+        }
+        if let Some(r) = &self.replication {
+            r.validate()?;
         }
         self.journal
             .validate()

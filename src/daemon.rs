@@ -102,6 +102,8 @@ pub struct Running {
     pub registry: Arc<Registry>,
     pub addrs: Vec<SocketAddr>,
     pub task: tokio::task::JoinHandle<()>,
+    /// Replication to and from other sites (`[replication]`, `rewind replicate`).
+    pub replication: Arc<crate::replication::Service>,
 }
 
 /// Start serving; returns once the listeners are bound.
@@ -118,6 +120,9 @@ pub async fn start(data: &Path, config: &Config) -> anyhow::Result<Running> {
     let registry = Registry::new(ctx.clone(), dd.clone(), config.journal.clone());
     build_targets(&registry, config, &metas)?;
     registry.restore_saved_views();
+    let replication = crate::replication::Service::start(registry.clone(), config)
+        .await
+        .context("starting replication")?;
     let addrs = config.listen_addrs()?;
     let listeners = server::bind(&ctx, &addrs)
         .await
@@ -141,6 +146,7 @@ pub async fn start(data: &Path, config: &Config) -> anyhow::Result<Running> {
         registry,
         addrs: bound,
         task,
+        replication,
     })
 }
 

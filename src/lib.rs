@@ -21,6 +21,7 @@ pub mod datadir;
 pub mod http;
 pub mod journal;
 pub mod metrics;
+pub mod replication;
 pub mod scsi;
 pub mod storage;
 pub mod target;

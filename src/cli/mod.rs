@@ -97,6 +97,25 @@ pub enum Command {
     },
     /// Apply the retention policy to a volume's journal now.
     Merge { volume: String },
+    /// Replicate a volume to a secondary site (runs in the daemon; resumed after a restart).
+    #[command(
+        after_help = "Examples:\n  rewind replicate db --to dr.example.net:3262 --interval 30s\n  rewind replicate db --stop\n\nBoth sites need the same [replication] secret_file; the secondary lists the volume under\n[replication] volumes and has it with the same size and block size."
+    )]
+    Replicate {
+        volume: String,
+        /// The secondary's replication listener, HOST:PORT.
+        #[arg(long, required_unless_present = "stop")]
+        to: Option<String>,
+        /// How often a consistent point is shipped (the recovery point objective).
+        #[arg(long, default_value = "30s")]
+        interval: humantime::Duration,
+        /// Stop replicating the volume (the secondary keeps what it has).
+        #[arg(long, conflicts_with = "to")]
+        stop: bool,
+    },
+    /// Fail over: make a replication secondary's volume writable (it takes no more updates).
+    #[command(after_help = "Example:\n  rewind promote db")]
+    Promote { volume: String },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  rewind completions bash > /etc/bash_completion.d/rewind\n  rewind completions zsh > \"${fpath[1]}/_rewind\""
@@ -247,9 +266,65 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Volume(VolumeCommand::List { json }) => {
             print::volumes(&DataDir::open(data)?.list()?, json)
         }
-        Command::Status { json } => print::status(admin::call(data, &Request::Status)?, json),
+        Command::Status { json } => {
+            let v = admin::call(data, &Request::Status)?;
+            let repl = v["replication"].clone();
+            print::status(v, json)?;
+            if !json {
+                print_replication(&repl);
+            }
+            Ok(())
+        }
         Command::History { volume, json } => {
-            print::history(admin::call(data, &Request::History { volume })?, json)
+            let v = admin::call(data, &Request::History { volume })?;
+            let repl = v["replication"].clone();
+            print::history(v, json)?;
+            if !json {
+                print_volume_replication(&repl);
+            }
+            Ok(())
+        }
+        Command::Replicate {
+            volume,
+            to,
+            interval,
+            stop,
+        } => {
+            if stop {
+                admin::call(
+                    data,
+                    &Request::ReplicateStop {
+                        volume: volume.clone(),
+                    },
+                )?;
+                println!("stopped replicating {volume}");
+                return Ok(());
+            }
+            let to = to.unwrap_or_default();
+            let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+            admin::call(
+                data,
+                &Request::Replicate {
+                    volume: volume.clone(),
+                    to: to.clone(),
+                    interval_ms,
+                },
+            )?;
+            println!("replicating {volume} to {to} every {interval}; see `rewind status`");
+            Ok(())
+        }
+        Command::Promote { volume } => {
+            let v = admin::call(
+                data,
+                &Request::Promote {
+                    volume: volume.clone(),
+                },
+            )?;
+            println!(
+                "{volume} is promoted and writable; it holds the primary's state at {}",
+                v["at"].as_str().unwrap_or("(nothing shipped yet)")
+            );
+            Ok(())
         }
         Command::Bookmark { volume, name } => {
             let v = admin::call(data, &Request::Bookmark { volume, name })?;
@@ -327,5 +402,91 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+fn micros(v: &serde_json::Value) -> String {
+    match v.as_u64() {
+        Some(us) => {
+            humantime::format_duration(std::time::Duration::from_millis(us / 1000)).to_string()
+        }
+        None => "-".into(),
+    }
+}
+
+/// Replication lines of `rewind status`.
+fn print_replication(r: &serde_json::Value) {
+    let empty = Vec::new();
+    let primary = r["primary"].as_array().unwrap_or(&empty);
+    let secondary = r["secondary"].as_array().unwrap_or(&empty);
+    if primary.is_empty() && secondary.is_empty() && r["listen"].is_null() {
+        return;
+    }
+    println!("\nREPLICATION");
+    if let Some(l) = r["listen"].as_str() {
+        println!("  accepting on {l}");
+    }
+    for p in primary {
+        println!(
+            "  {} -> {}  {}  shipped {}  lag {} / {} bytes  updates {}  sent {} data bytes ({} on the wire)  errors {}",
+            p["volume"].as_str().unwrap_or("?"),
+            p["to"].as_str().unwrap_or("?"),
+            p["state"].as_str().unwrap_or("?"),
+            p["shipped"].as_str().unwrap_or("never"),
+            micros(&p["lag_us"]),
+            p["lag_bytes"],
+            p["updates"],
+            p["data_bytes_sent"],
+            p["wire_bytes"],
+            p["errors"],
+        );
+        if let Some(last) = p["recent"].as_array().and_then(|a| a.last()) {
+            println!(
+                "    last update: {} at {}: {} extents, {} data bytes, {} wire bytes; journal grew {} bytes",
+                last["kind"].as_str().unwrap_or("?"),
+                last["point"].as_str().unwrap_or("?"),
+                last["extents"],
+                last["data_bytes"],
+                last["wire_bytes"],
+                last["journal_growth_bytes"],
+            );
+        }
+        if let Some(e) = p["last_error"].as_str() {
+            println!("    last error: {e}");
+        }
+    }
+    for s in secondary {
+        println!(
+            "  {} <- {}  {}  at {}  updates {}  rejected {}  errors {}",
+            s["volume"].as_str().unwrap_or("?"),
+            s["connected_from"].as_str().unwrap_or("(not connected)"),
+            s["role"].as_str().unwrap_or("?"),
+            s["applied"].as_str().unwrap_or("nothing yet"),
+            s["updates_applied"],
+            s["rejected"],
+            s["errors"],
+        );
+        if let Some(e) = s["last_error"].as_str() {
+            println!("    last error: {e}");
+        }
+    }
+}
+
+/// Replication lines of `rewind history VOL`.
+fn print_volume_replication(r: &serde_json::Value) {
+    if let Some(p) = r.get("primary").filter(|p| !p.is_null()) {
+        println!(
+            "replicated to     {} (last shipped point {}, lag {})",
+            p["to"].as_str().unwrap_or("?"),
+            p["shipped"].as_str().unwrap_or("never"),
+            micros(&p["lag_us"])
+        );
+    }
+    if let Some(s) = r.get("secondary").filter(|s| !s.is_null()) {
+        println!(
+            "replica           {} at the primary's {} (bookmarks repl-<µs> mark each shipped point)",
+            s["role"].as_str().unwrap_or("?"),
+            s["applied"].as_str().unwrap_or("nothing yet")
+        );
     }
 }
