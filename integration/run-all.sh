@@ -2,7 +2,8 @@
 # The full test command of rewind (what CI runs):
 #   setup.sh, cargo fmt --check, cargo clippy -D warnings, cargo test, fuzz.sh (FUZZ_SECS per
 #   target), release build, then the
-#   real-client tests: clients.sh, qemu-img.sh, cdp.sh, crash.sh, security.sh, conformance.sh and vm/e2e.sh
+#   real-client tests: clients.sh, qemu-img.sh, cdp.sh, crash.sh, security.sh, replication.sh,
+#   conformance.sh and vm/e2e.sh
 #   (REWIND_VM=0 skips the last).
 # Every step runs even if an earlier one failed (except that the client tests need the release
 # build); the exit status is non-zero if any step failed.
@@ -50,12 +51,13 @@ if step build cargo build --release --locked; then
     step cdp "$INTEG_DIR/cdp.sh" || true
     step crash "$INTEG_DIR/crash.sh" || true
     step security "$INTEG_DIR/security.sh" || true
+    step replication "$INTEG_DIR/replication.sh" || true
     step conformance "$INTEG_DIR/conformance.sh" --no-build || true
     if [ "${REWIND_VM:-1}" = 1 ]; then step vm-e2e "$INTEG_DIR/vm/e2e.sh" || true
     else skip vm-e2e "REWIND_VM=0: open-iscsi VM test skipped"
     fi
 else
-    for s in clients qemu-img cdp crash security conformance vm-e2e; do skip "$s" "release build failed"; done
+    for s in clients qemu-img cdp crash security replication conformance vm-e2e; do skip "$s" "release build failed"; done
 fi
 if [ "${REWIND_DOCKER:-0}" = 1 ]; then step docker "$INTEG_DIR/docker.sh" || true
 else skip docker "opt-in: REWIND_DOCKER=1 builds and tests the container image"
