@@ -326,6 +326,12 @@ impl JournaledStore {
         self.shared.primary.len()
     }
 
+    /// Old-data bytes held in memory by all partial journals.
+    #[cfg(test)]
+    pub(crate) fn partial_bytes(&self) -> u64 {
+        self.shared.all_ports().iter().map(|p| lock(p).bytes).sum()
+    }
+
     fn stop_flusher(&self) {
         {
             let mut stop = lock(&self.shared.wake.0);
@@ -590,9 +596,14 @@ impl Shared {
         let _ = lock(&pj).set_status(ts, seq, Status::Ok);
         let gen = self.gen.fetch_add(1, Ordering::SeqCst) + 1;
         drop(guards);
-        let partial_full = lock(&pj).bytes >= self.cfg.partial_capacity;
-        if cache_bytes >= self.cfg.dirty_cache_limit || partial_full {
+        let partial_bytes = lock(&pj).bytes;
+        if cache_bytes >= self.cfg.dirty_cache_limit || partial_bytes >= self.cfg.partial_capacity {
             self.kick();
+        }
+        if partial_bytes >= 2 * self.cfg.partial_capacity {
+            // Back-pressure: the flusher is behind; move this port's entries into the primary
+            // now, so a port never holds more than about twice `partial_capacity` in memory.
+            self.flush_port(&pj).map_err(StorageError::from)?;
         }
         if cache_bytes >= 2 * self.cfg.dirty_cache_limit {
             // Back-pressure: wait for the group commit.
@@ -706,7 +717,8 @@ impl Shared {
         };
         // Durable and indexed in the primary before it leaves the partial journal, so views
         // always find it in one or the other.
-        self.primary.append(&rotated.entries)?;
+        let refs: Vec<(&Entry, Status)> = rotated.entries.iter().map(|(e, s)| (&**e, *s)).collect();
+        self.primary.append_refs(&refs)?;
         lock(pj).finish_flush(&rotated);
         std::fs::remove_file(&rotated.old_path)?;
         Ok(())
