@@ -43,7 +43,8 @@ pub(crate) struct PartialJournal {
 pub(crate) struct Rotated {
     pub old_path: PathBuf,
     pub keys: Vec<PartialKey>,
-    pub entries: Vec<Entry>,
+    /// The entries (shared with the in-memory map, not copied) and their last status.
+    pub entries: Vec<(Arc<Entry>, Status)>,
     pub upto_seq: u64,
 }
 
@@ -199,12 +200,9 @@ impl PartialJournal {
         let mut keys = Vec::with_capacity(self.entries.len());
         let mut entries = Vec::with_capacity(self.entries.len());
         for (k, e) in &self.entries {
-            let mut e = (**e).clone();
-            if let Some(s) = self.statuses.get(&k.2) {
-                e.status = *s;
-            }
+            let status = self.statuses.get(&k.2).copied().unwrap_or(e.status);
             keys.push(*k);
-            entries.push(e);
+            entries.push((e.clone(), status));
         }
         Ok(Rotated {
             old_path,

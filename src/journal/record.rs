@@ -160,12 +160,17 @@ fn finish(out: &mut [u8], start: usize) {
 
 /// Append the framed encoding of an entry to `out`.
 pub fn encode_entry(e: &Entry, out: &mut Vec<u8>) {
+    encode_entry_with_status(e, e.status, out)
+}
+
+/// As `encode_entry`, with `status` in place of `e.status`.
+pub fn encode_entry_with_status(e: &Entry, status: Status, out: &mut Vec<u8>) {
     let start = begin(out, KIND_ENTRY);
     for v in [e.ts, e.port, e.seq, e.lba] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&e.blocks.to_le_bytes());
-    out.push(e.status.to_u8());
+    out.push(status.to_u8());
     let mut flags = 0;
     if e.unallocated {
         flags |= FLAG_UNALLOCATED;

@@ -326,6 +326,12 @@ impl JournaledStore {
         self.shared.primary.len()
     }
 
+    /// Old-data bytes held in memory by all partial journals.
+    #[cfg(test)]
+    pub(crate) fn partial_bytes(&self) -> u64 {
+        self.shared.all_ports().iter().map(|p| lock(p).bytes).sum()
+    }
+
     fn stop_flusher(&self) {
         {
             let mut stop = lock(&self.shared.wake.0);
@@ -500,25 +506,76 @@ impl Shared {
         let guards = self.lock_chunks(c0, c1);
         // 2. Stamp while holding the lock.
         let ts = self.clock.stamp();
-        // 3. Old data of the covering chunks (dirty cache first, then the volume).
-        let mut entries = Vec::with_capacity((c1 - c0 + 1) as usize);
-        let mut bases = Vec::with_capacity(entries.capacity());
-        for c in c0..=c1 {
-            let (clba, cblocks) = self.chunk_range(c);
-            let cached = lock(&self.cache).chunks.get(&c).map(|d| d.data.clone());
-            let (content, unallocated) = match cached {
-                Some(d) => (d, false),
-                None => {
-                    let (a, n) = self.inner.allocation(clba, cblocks)?;
-                    if a == Allocation::Deallocated && n >= cblocks {
-                        (vec![0u8; cblocks as usize * bs], true)
-                    } else {
-                        let mut b = vec![0u8; cblocks as usize * bs];
-                        self.inner.read(clba, &mut b)?;
-                        (b, false)
-                    }
+        // 3. Old data of the covering chunks: cached chunks from the dirty cache (one lock),
+        //    the rest from the volume with one allocation query and one read per run.
+        let n = (c1 - c0 + 1) as usize;
+        let (rlba, _) = self.chunk_range(c0);
+        let (last_lba, last_blocks) = self.chunk_range(c1);
+        let rblocks = last_lba + last_blocks - rlba;
+        let mut old = vec![0u8; rblocks as usize * bs];
+        let mut cached = vec![false; n];
+        {
+            let cache = lock(&self.cache);
+            for (c, d) in cache.chunks.range(c0..=c1) {
+                let i = (c - c0) as usize;
+                let o = ((self.chunk_range(*c).0 - rlba) as usize) * bs;
+                old[o..o + d.data.len()].copy_from_slice(&d.data);
+                cached[i] = true;
+            }
+        }
+        // Per block of the range: deallocated on the volume (only asked for uncached chunks).
+        let mut dealloc = vec![false; rblocks as usize];
+        let mut i = 0;
+        while i < n {
+            if cached[i] {
+                i += 1;
+                continue;
+            }
+            let mut k = i;
+            while k < n && !cached[k] {
+                k += 1;
+            }
+            let from = self.chunk_range(c0 + i as u64).0;
+            let (elba, eblocks) = self.chunk_range(c0 + k as u64 - 1);
+            let to = elba + eblocks;
+            let mut b = from;
+            let mut any_data = false;
+            while b < to {
+                let (a, cnt) = self.inner.allocation(b, to - b)?;
+                let cnt = cnt.clamp(1, to - b);
+                if a == Allocation::Deallocated {
+                    dealloc[(b - rlba) as usize..(b - rlba + cnt) as usize].fill(true);
+                } else {
+                    any_data = true;
                 }
-            };
+                b += cnt;
+            }
+            if any_data {
+                let o = ((from - rlba) as usize) * bs;
+                self.inner
+                    .read(from, &mut old[o..((to - rlba) as usize) * bs])?;
+            }
+            i = k;
+        }
+        let mut entries = Vec::with_capacity(n);
+        let mut bases = Vec::with_capacity(n);
+        for (i, c) in (c0..=c1).enumerate() {
+            let (clba, cblocks) = self.chunk_range(c);
+            let o = ((clba - rlba) as usize) * bs;
+            let content = &old[o..o + cblocks as usize * bs];
+            let unallocated = !cached[i]
+                && dealloc[(clba - rlba) as usize..(clba - rlba + cblocks) as usize]
+                    .iter()
+                    .all(|d| *d);
+            // A chunk the write covers whole needs no base in the cache.
+            let covered = lba <= clba && lba + blocks >= clba + cblocks;
+            bases.push(if cached[i] || covered {
+                Vec::new()
+            } else if unallocated {
+                vec![0u8; content.len()]
+            } else {
+                content.to_vec()
+            });
             entries.push((
                 c,
                 Entry {
@@ -534,12 +591,12 @@ impl Shared {
                     data: if unallocated {
                         Vec::new()
                     } else {
-                        content.clone()
+                        content.to_vec()
                     },
                 },
             ));
-            bases.push(content);
         }
+        drop(old);
         // 4. Journal {ts, port, range, old data, Pending} in the port's partial journal.
         let seq = match lock(&pj).append(ts, entries) {
             Ok(seq) => seq,
@@ -555,12 +612,16 @@ impl Shared {
             let mut cache = lock(&self.cache);
             for (i, c) in (c0..=c1).enumerate() {
                 let (clba, cblocks) = self.chunk_range(c);
-                let base = std::mem::take(&mut bases[i]);
+                let mut base = std::mem::take(&mut bases[i]);
                 let is_new = !cache.chunks.contains_key(&c);
-                let d = cache.chunks.entry(c).or_insert_with(|| DirtyChunk {
-                    data: base,
-                    state: vec![CLEAN; cblocks as usize],
-                    deps: Vec::new(),
+                let d = cache.chunks.entry(c).or_insert_with(|| {
+                    // Covered whole by this write (no base read): every block is set below.
+                    base.resize(cblocks as usize * bs, 0);
+                    DirtyChunk {
+                        data: base,
+                        state: vec![CLEAN; cblocks as usize],
+                        deps: Vec::new(),
+                    }
                 });
                 let from = lba.max(clba);
                 let to = (lba + blocks).min(clba + cblocks);
@@ -590,9 +651,14 @@ impl Shared {
         let _ = lock(&pj).set_status(ts, seq, Status::Ok);
         let gen = self.gen.fetch_add(1, Ordering::SeqCst) + 1;
         drop(guards);
-        let partial_full = lock(&pj).bytes >= self.cfg.partial_capacity;
-        if cache_bytes >= self.cfg.dirty_cache_limit || partial_full {
+        let partial_bytes = lock(&pj).bytes;
+        if cache_bytes >= self.cfg.dirty_cache_limit || partial_bytes >= self.cfg.partial_capacity {
             self.kick();
+        }
+        if partial_bytes >= 2 * self.cfg.partial_capacity {
+            // Back-pressure: the flusher is behind; move this port's entries into the primary
+            // now, so a port never holds more than about twice `partial_capacity` in memory.
+            self.flush_port(&pj).map_err(StorageError::from)?;
         }
         if cache_bytes >= 2 * self.cfg.dirty_cache_limit {
             // Back-pressure: wait for the group commit.
@@ -667,27 +733,79 @@ impl Shared {
             .filter(|(_, d)| ready(d))
             .map(|(c, _)| *c)
             .collect();
-        for c in candidates {
-            let _g = lock(&self.stripes[(c % LOCK_STRIPES as u64) as usize]);
+        // Runs of consecutive chunks: one stripe-lock sequence, and one volume write for each
+        // stretch of chunks whose blocks are all new data.
+        const MAX_RUN: usize = 256;
+        let mut k = 0;
+        while k < candidates.len() {
+            let mut e = k + 1;
+            while e < candidates.len() && e - k < MAX_RUN && candidates[e] == candidates[e - 1] + 1
+            {
+                e += 1;
+            }
+            self.apply_run(&candidates[k..e], &ready)?;
+            k = e;
+        }
+        Ok(())
+    }
+
+    /// Apply the ready chunks of `run` (consecutive chunk numbers) to the volume.
+    fn apply_run(
+        &self,
+        run: &[u64],
+        ready: &dyn Fn(&DirtyChunk) -> bool,
+    ) -> Result<(), StorageError> {
+        let (c0, c1) = (run[0], run[run.len() - 1]);
+        // Writers of these chunks are held off by the stripe locks; readers still see the
+        // cached copies until the volume has them.
+        let _g = self.lock_chunks(c0, c1);
+        // (chunk, snapshot) of the ready ones, in order.
+        let mut snaps: Vec<(u64, DirtyChunk)> = Vec::with_capacity(run.len());
+        {
             let cache = lock(&self.cache);
-            let Some(d) = cache.chunks.get(&c) else {
-                continue;
-            };
-            if !ready(d) {
+            for (c, d) in cache.chunks.range(c0..=c1) {
+                if ready(d) {
+                    snaps.push((
+                        *c,
+                        DirtyChunk {
+                            data: d.data.clone(),
+                            state: d.state.clone(),
+                            deps: Vec::new(),
+                        },
+                    ));
+                }
+            }
+        }
+        let full = |d: &DirtyChunk| d.state.iter().all(|s| *s == DATA);
+        let mut i = 0;
+        while i < snaps.len() {
+            if !full(&snaps[i].1) {
+                let (lba, _) = self.chunk_range(snaps[i].0);
+                snaps[i].1.apply(&*self.inner, lba, self.block_size)?;
+                i += 1;
                 continue;
             }
-            // Writers of this chunk are held off by the stripe lock; readers still see the
-            // cached copy until the volume has it.
-            let (lba, blocks) = self.chunk_range(c);
-            let snapshot = DirtyChunk {
-                data: d.data.clone(),
-                state: d.state.clone(),
-                deps: Vec::new(),
-            };
-            drop(cache);
-            snapshot.apply(&*self.inner, lba, self.block_size)?;
-            let mut cache = lock(&self.cache);
-            if cache.chunks.remove(&c).is_some() {
+            let mut j = i + 1;
+            while j < snaps.len() && snaps[j].0 == snaps[j - 1].0 + 1 && full(&snaps[j].1) {
+                j += 1;
+            }
+            let (lba, _) = self.chunk_range(snaps[i].0);
+            if j == i + 1 {
+                self.inner
+                    .write(IoOrigin::default(), lba, &snaps[i].1.data, false)?;
+            } else {
+                let mut buf = Vec::with_capacity(snaps[i..j].iter().map(|s| s.1.data.len()).sum());
+                for (_, d) in &snaps[i..j] {
+                    buf.extend_from_slice(&d.data);
+                }
+                self.inner.write(IoOrigin::default(), lba, &buf, false)?;
+            }
+            i = j;
+        }
+        let mut cache = lock(&self.cache);
+        for (c, _) in &snaps {
+            let (_, blocks) = self.chunk_range(*c);
+            if cache.chunks.remove(c).is_some() {
                 cache.bytes = cache.bytes.saturating_sub(blocks * self.block_size as u64);
             }
         }
@@ -706,7 +824,8 @@ impl Shared {
         };
         // Durable and indexed in the primary before it leaves the partial journal, so views
         // always find it in one or the other.
-        self.primary.append(&rotated.entries)?;
+        let refs: Vec<(&Entry, Status)> = rotated.entries.iter().map(|(e, s)| (&**e, *s)).collect();
+        self.primary.append_refs(&refs)?;
         lock(pj).finish_flush(&rotated);
         std::fs::remove_file(&rotated.old_path)?;
         Ok(())

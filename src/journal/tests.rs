@@ -423,3 +423,34 @@ fn model_run(seed: u64) {
     let v = s.view(last - 5000).unwrap();
     assert_eq!(read_all(&v), state_at(&history, v.point()));
 }
+
+/// Memory held by partial journals is bounded: a writer that outruns the flusher flushes its
+/// own port at twice `partial_capacity`, and a flush leaves nothing behind.
+#[test]
+fn partial_journal_memory_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = MemStore::new(2048);
+    let cfg = JournalConfig {
+        // The background flusher never flushes by age during the test.
+        partial_flush_interval: ms(3_600_000),
+        ..test_cfg()
+    };
+    let cap = cfg.partial_capacity;
+    let j = JournaledStore::open(dir.path(), vol, cfg).unwrap();
+    let buf = vec![0x5au8; 16 << 10];
+    let blocks = (buf.len() / BS) as u64;
+    let mut peak = 0;
+    for i in 0..400u64 {
+        j.write(port(1), (i * blocks) % 2048, &buf, false).unwrap();
+        peak = peak.max(j.partial_bytes());
+    }
+    // Each entry is accounted as its data plus 64 bytes of overhead.
+    let per_write = buf.len() as u64 + 4 * 64;
+    assert!(
+        peak <= 2 * cap + per_write,
+        "partial journals held {peak} bytes, bound {}",
+        2 * cap + per_write
+    );
+    j.flush_partials().unwrap();
+    assert_eq!(j.partial_bytes(), 0);
+}
