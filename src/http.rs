@@ -12,10 +12,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Json, State};
+use axum::extract::{Json, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::Deserialize;
 use tracing::{info, warn};
@@ -35,6 +35,15 @@ pub fn router(reg: Arc<Registry>) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/v1/status", get(status))
         .route("/api/v1/volumes", get(volume_list).post(volume_create))
+        .route("/api/v1/volumes/{volume}/history", get(history))
+        .route("/api/v1/volumes/{volume}/bookmarks", post(bookmark))
+        .route("/api/v1/volumes/{volume}/restore", post(restore))
+        .route("/api/v1/volumes/{volume}/merge", post(merge))
+        .route(
+            "/api/v1/snapshots",
+            get(snapshot_list).post(snapshot_export),
+        )
+        .route("/api/v1/snapshots/{target}", delete(snapshot_unexport))
         .with_state(AppState { reg })
 }
 
@@ -149,4 +158,119 @@ async fn volume_create(State(st): State<AppState>, body: axum::body::Bytes) -> R
         Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
         Err(r) => r,
     }
+}
+
+/// Run an admin request and answer with its JSON.
+async fn answer(st: AppState, req: Request) -> Response {
+    match call(st, req).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+}
+
+async fn history(State(st): State<AppState>, Path(volume): Path<String>) -> Response {
+    answer(st, Request::History { volume }).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BookmarkBody {
+    name: String,
+}
+
+async fn bookmark(
+    State(st): State<AppState>,
+    Path(volume): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    match body::<BookmarkBody>(&bytes) {
+        Ok(b) => {
+            answer(
+                st,
+                Request::Bookmark {
+                    volume,
+                    name: b.name,
+                },
+            )
+            .await
+        }
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreBody {
+    /// WHEN: RFC 3339 time, an age ("15m ago") or "@bookmark".
+    to: String,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn restore(
+    State(st): State<AppState>,
+    Path(volume): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    match body::<RestoreBody>(&bytes) {
+        Ok(b) => {
+            answer(
+                st,
+                Request::Restore {
+                    volume,
+                    when: b.to,
+                    force: b.force,
+                },
+            )
+            .await
+        }
+        Err(r) => r,
+    }
+}
+
+async fn merge(State(st): State<AppState>, Path(volume): Path<String>) -> Response {
+    answer(st, Request::Merge { volume }).await
+}
+
+async fn snapshot_list(State(st): State<AppState>) -> Response {
+    answer(st, Request::SnapshotList).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotBody {
+    volume: String,
+    /// WHEN: RFC 3339 time, an age ("15m ago") or "@bookmark".
+    at: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    writable: bool,
+}
+
+async fn snapshot_export(State(st): State<AppState>, bytes: axum::body::Bytes) -> Response {
+    match body::<SnapshotBody>(&bytes) {
+        Ok(b) => {
+            answer(
+                st,
+                Request::SnapshotExport {
+                    volume: b.volume,
+                    when: b.at,
+                    name: b.name,
+                    writable: b.writable,
+                },
+            )
+            .await
+        }
+        Err(r) => r,
+    }
+}
+
+async fn snapshot_unexport(State(st): State<AppState>, Path(target): Path<String>) -> Response {
+    answer(st, Request::SnapshotUnexport { target }).await
 }

@@ -306,3 +306,90 @@ async fn http_api_metrics_status_volumes() {
         drop(s);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_offers_history_bookmarks_snapshots_and_restore() {
+    let server = start_server().await;
+    let http = rewind::http::spawn(
+        server.running.registry.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .expect("HTTP listener");
+    let mut c = Client::connect(server.addr).await;
+    assert_eq!(c.login(Some(TARGET), &[]).await.status_class, 0);
+    let old = vec![0x11u8; 4096];
+    assert_eq!(c.write10(0, &old, 512).await.status, 0);
+
+    let r = request(
+        http,
+        "POST",
+        "/api/v1/volumes/vol0/bookmarks",
+        Some(r#"{"name":"b1"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r)["bookmark"], "b1");
+    assert_eq!(c.write10(0, &vec![0x22u8; 4096], 512).await.status, 0);
+
+    let r = request(http, "GET", "/api/v1/volumes/vol0/history", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(json(&r)["bookmarks"][0]["name"], "b1");
+
+    let r = request(
+        http,
+        "POST",
+        "/api/v1/snapshots",
+        Some(r#"{"volume":"vol0","at":"@b1","name":"h1"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let target = json(&r)["target"].as_str().expect("target").to_string();
+    assert_eq!(target, "iqn.2026-11.dev.rewind:vol0.h1");
+    let mut v = Client::connect(server.addr).await;
+    v.isid[5] = 0x21;
+    assert_eq!(v.login(Some(&target), &[]).await.status_class, 0);
+    assert_eq!(
+        v.read10(0, 8, 512).await.data,
+        old,
+        "the snapshot reads the bookmarked data"
+    );
+    let r = request(http, "GET", "/api/v1/snapshots", None).await;
+    assert!(r.body.contains(&target), "{}", r.body);
+    let r = request(http, "DELETE", &format!("/api/v1/snapshots/{target}"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // Restore refuses under a logged-in initiator, and says why.
+    let r = request(
+        http,
+        "POST",
+        "/api/v1/volumes/vol0/restore",
+        Some(r#"{"to":"@b1"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        json(&r)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("log them out"),
+        "{}",
+        r.body
+    );
+    let r = request(
+        http,
+        "POST",
+        "/api/v1/volumes/vol0/restore",
+        Some(r#"{"to":"@b1","force":true}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = request(
+        http,
+        "POST",
+        "/api/v1/snapshots",
+        Some(r#"{"volume":"vol0","at":"@nope"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+}
