@@ -229,7 +229,7 @@ async fn restore(
             )
             .await
         }
-        Err(r) => r,
+        Err(m) => error(StatusCode::BAD_REQUEST, m),
     }
 }
 
@@ -267,7 +267,7 @@ async fn snapshot_export(State(st): State<AppState>, bytes: axum::body::Bytes) -
             )
             .await
         }
-        Err(r) => r,
+        Err(m) => error(StatusCode::BAD_REQUEST, m),
     }
 }
 
