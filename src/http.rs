@@ -168,9 +168,8 @@ async fn answer(st: AppState, req: Request) -> Response {
     }
 }
 
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("bad request body: {e}"))
 }
 
 async fn history(State(st): State<AppState>, Path(volume): Path<String>) -> Response {
@@ -199,7 +198,7 @@ async fn bookmark(
             )
             .await
         }
-        Err(r) => r,
+        Err(m) => error(StatusCode::BAD_REQUEST, m),
     }
 }
 
