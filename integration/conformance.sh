@@ -33,6 +33,12 @@ if [ "$TARGET_IMPL" = both ]; then
     CONFORMANCE_ALLOW_FAIL=1 "$0" --target rewind "${opts[@]+"${opts[@]}"}" || rc=1
     CONFORMANCE_ALLOW_FAIL=1 "$0" --target tgt || rc=1
     echo
+    for t in rewind tgt; do
+        if [ ! -f "$LOGDIR/conformance-$t.failed" ]; then
+            echo "[conformance] FAIL: no results for $t (see above), nothing to compare" >&2
+            exit 1
+        fi
+    done
     echo "== tests failing on rewind but not on tgt"
     comm -23 <(sort -u "$LOGDIR/conformance-rewind.failed" 2>/dev/null) \
              <(sort -u "$LOGDIR/conformance-tgt.failed" 2>/dev/null) | sed 's/^/  /'
@@ -50,6 +56,7 @@ mkdir -p "$LOGDIR"
 LOGFILE=${LOGFILE:-$LOGDIR/conformance-$TARGET_IMPL.log}
 FAILED_LIST=$LOGDIR/conformance-$TARGET_IMPL.failed
 SKIPPED_LIST=$LOGDIR/conformance-$TARGET_IMPL.skipped
+rm -f "$FAILED_LIST" "$SKIPPED_LIST" # never compare against a previous run
 
 if [ "$TARGET_IMPL" = rewind ] && [ "$BUILD" = 1 ]; then
     log "cargo build --release"

@@ -12,7 +12,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 integ_init
 need_cmd qemu-img sha256sum
-qemu-img --help | grep -qw iscsi || fail "qemu-img has no iscsi driver (run integration/setup.sh)"
+qemu-img --help 2>/dev/null | grep -w iscsi >/dev/null || fail "qemu-img has no iscsi driver (run integration/setup.sh)"
 
 MIB=1048576
 integ_mktemp WORK

@@ -67,7 +67,7 @@ if installed qemu-utils "$QEMU_PIN" && installed qemu-block-extra "$QEMU_PIN"; t
 else
     apt_install --allow-downgrades -- "qemu-utils=$QEMU_PIN" "qemu-block-extra=$QEMU_PIN"
 fi
-qemu-img --help | grep -qw iscsi || die "qemu-img has no iscsi driver (qemu-block-extra $QEMU_PIN not effective?)"
+qemu-img --help 2>/dev/null | grep -w iscsi >/dev/null || die "qemu-img has no iscsi driver (qemu-block-extra $QEMU_PIN not effective?)"
 
 # ---- VM initiator test (opt-in) -------------------------------------------------------------
 if [ "${REWIND_VM:-1}" = 1 ]; then
