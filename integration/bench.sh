@@ -76,7 +76,7 @@ TARGETS=(tgt cdp nojournal)
 
 integ_init
 need_cmd qemu-img iscsi-perf tgtd tgtadm awk sort
-qemu-img --help | grep -qw iscsi || fail "qemu-img has no iscsi driver (run integration/setup.sh)"
+qemu-img --help 2>/dev/null | grep -w iscsi >/dev/null || fail "qemu-img has no iscsi driver (run integration/setup.sh)"
 [ "$(id -u)" -eq 0 ] || fail "tgtd must run as root"
 if [ "$BUILD" = 1 ] && [ -z "${REWIND_BIN_SET:-}" ]; then
     log "cargo build --release"

@@ -43,7 +43,7 @@ grep -q "t1" "$work/history.txt" || fail "history does not list the bookmark"
 rewind_cli snapshot export cdp --at @t1 | tee "$work/export.txt"
 SNAP=$(tail -n 1 "$work/export.txt")
 case $SNAP in "$REWIND_IQN_PREFIX:cdp.at."*) ;; *) fail "last line is not the snapshot's IQN: $SNAP" ;; esac
-iscsi-ls "iscsi://127.0.0.1:$TARGET_PORT" | grep -q "$SNAP" || fail "SendTargets does not list $SNAP"
+iscsi-ls "iscsi://127.0.0.1:$TARGET_PORT" | grep -F "$SNAP" >/dev/null || fail "SendTargets does not list $SNAP"
 read_url "iscsi://127.0.0.1:$TARGET_PORT/$SNAP/0" "$work/view.img"
 [ "$(sha "$work/view.img")" = "$(sha "$work/a.img")" ] || fail "the snapshot at T1 does not read as the first image"
 e2fsck -fn "$work/view.img" >/dev/null || fail "e2fsck finds the snapshot's filesystem unclean"
@@ -64,9 +64,9 @@ SNAP2=$(rewind_cli snapshot export cdp --at "$after_b" --name after | tail -n 1)
 read_url "iscsi://127.0.0.1:$TARGET_PORT/$SNAP2/0" "$work/view2.img"
 [ "$(sha "$work/view2.img")" = "$(sha "$work/b.img")" ] || fail "the snapshot at an RFC 3339 time after B does not read B"
 rewind_cli snapshot export cdp --at "1s ago" >/dev/null
-rewind_cli snapshot list | grep -q "$SNAP2" || fail "snapshot list does not show $SNAP2"
+rewind_cli snapshot list | grep -F "$SNAP2" >/dev/null || fail "snapshot list does not show $SNAP2"
 rewind_cli snapshot unexport "$SNAP2" >/dev/null
-if rewind_cli snapshot list | grep -q "$SNAP2"; then fail "unexported snapshot still listed"; fi
+if rewind_cli snapshot list | grep -F "$SNAP2" >/dev/null; then fail "unexported snapshot still listed"; fi
 log "  ok: WHEN as RFC 3339 time and as an age; list and unexport"
 
 if out=$(rewind_cli snapshot export cdp --at "1h ago" 2>&1); then fail "a snapshot before history began was exported: $out"; fi

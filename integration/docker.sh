@@ -125,7 +125,7 @@ fi
 # pointing at them: the builder stage then needs no registry access. Nothing is written to the
 # repository itself.
 need_cmd git tar qemu-img iscsi-ls sha256sum python3
-qemu-img --help | grep -qw iscsi || fail "qemu-img has no iscsi driver (run integration/setup.sh)"
+qemu-img --help 2>/dev/null | grep -w iscsi >/dev/null || fail "qemu-img has no iscsi driver (run integration/setup.sh)"
 integ_mktemp WORK
 CTX=$WORK/context
 mkdir -p "$CTX"
