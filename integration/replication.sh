@@ -107,8 +107,8 @@ sed "s#$work/secret#$work/wrong.secret#" "$work/primary.toml" >"$work/wrong.toml
 start wrong "$work/wrong.toml"
 cli wrong replicate rep --to "127.0.0.1:$REPL_PORT" --interval 1s
 for i in $(seq 1 40); do
-    cli wrong status | grep -q "authentication failed" && break
+    cli wrong status | grep -F "authentication failed" >/dev/null && break
     sleep 0.25; : "$i"
 done
-cli wrong status | grep -q "authentication failed" || fail "a wrong secret was not refused"
+cli wrong status | grep -F "authentication failed" >/dev/null || fail "a wrong secret was not refused"
 pass "a primary with the wrong secret is refused"
