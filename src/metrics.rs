@@ -326,7 +326,7 @@ impl Metrics {
             if let Some(j) = &v.journal {
                 let dir = reg.dd.volume_dir(&v.meta.name).join("journal");
                 self.journal_bytes(&v.meta.name, disk_usage(&dir));
-                let oldest = std::time::UNIX_EPOCH + Duration::from_micros(j.born());
+                let oldest = std::time::UNIX_EPOCH + Duration::from_micros(j.oldest_point());
                 self.oldest_point(&v.meta.name, oldest);
                 let invalid = j.invalid_ports(0, u64::MAX).unwrap_or_default();
                 for port in invalid {

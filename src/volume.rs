@@ -75,7 +75,7 @@ fn history_error(e: crate::journal::JournalError) -> String {
             format_stamp(born)
         ),
         JournalError::Expired { ts, horizon } => format!(
-            "{} is past the retention policy; the oldest point kept is {}",
+            "{} is no longer kept (retention policy or journal size quota); the oldest point kept is {}",
             format_stamp(ts),
             format_stamp(horizon)
         ),
@@ -449,7 +449,9 @@ impl Registry {
         let invalid = j.invalid_ports(0, u64::MAX).map_err(|e| e.to_string())?;
         Ok(serde_json::json!({
             "volume": v.meta.name,
-            "oldest": format_stamp(j.born()),
+            "oldest": format_stamp(j.oldest_point()),
+            "history_begins": format_stamp(j.born()),
+            "quota_bytes": self.journal.max_bytes,
             "newest": format_stamp(now),
             "newest_stamp": now,
             "entries": j.primary_entries(),
@@ -458,7 +460,7 @@ impl Registry {
             "bookmarks": bookmarks,
             "invalid_ports": invalid,
             "retention": self.journal.retention,
-            "retention_tiers": retention_tiers(&self.journal.retention, j.born(), now),
+            "retention_tiers": retention_tiers(&self.journal.retention, j.oldest_point(), now),
             "journal_bytes": dir_bytes(&self.dd.volume_dir(volume).join("journal")),
         }))
     }

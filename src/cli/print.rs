@@ -72,7 +72,8 @@ pub fn history(v: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
     }
     let text = |k: &str| v[k].as_str().unwrap_or("none").to_string();
     println!("volume            {}", text("volume"));
-    println!("history begins    {}", text("oldest"));
+    println!("oldest point      {}", text("oldest"));
+    println!("history began     {}", text("history_begins"));
     println!("newest point      {}", text("newest"));
     println!(
         "indexed entries   {} (entries still in partial journals are indexed at their next flush)",

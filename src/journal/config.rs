@@ -25,6 +25,9 @@ pub struct JournalConfig {
     /// How often the background merge applies the retention policy (0 = only on request).
     pub merge_interval: HumanDuration,
     pub retention: RetentionPolicy,
+    /// Most bytes the journal's primary segments may take on disk (0 = no quota). Past it, the
+    /// merge drops the oldest history first, and says so.
+    pub max_bytes: u64,
 }
 
 impl Default for JournalConfig {
@@ -39,6 +42,7 @@ impl Default for JournalConfig {
             chunk_size: 4096,
             merge_interval: HumanDuration(Duration::from_secs(60)),
             retention: RetentionPolicy::default(),
+            max_bytes: 0,
         }
     }
 }

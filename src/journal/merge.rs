@@ -18,15 +18,82 @@ pub struct MergeReport {
     pub segments_deleted: Vec<u64>,
     /// Ports whose journals were invalid during the merged span (port validity).
     pub invalid_ports: Vec<u64>,
+    /// Set when the journal was over `max_bytes` and the oldest history up to this stamp was
+    /// dropped to get under it.
+    pub quota_horizon: Option<u64>,
 }
 
 impl Shared {
+    /// If the primary journal is over `max_bytes`, the stamp up to which the oldest history
+    /// must go to get back under 90% of it: whole segments, oldest (by their newest entry)
+    /// first. Segments are written in roughly time order, so this frees about what it says.
+    fn quota_horizon(&self, horizon: u64) -> Result<Option<u64>> {
+        let quota = self.cfg.max_bytes;
+        if quota == 0 {
+            return Ok(None);
+        }
+        let (segs, active) = self.primary.segments()?;
+        let sizes: HashMap<u64, u64> = segs
+            .iter()
+            .map(|s| (*s, self.primary.segment_bytes(*s)))
+            .collect();
+        let used: u64 = sizes.values().sum();
+        if used <= quota {
+            return Ok(None);
+        }
+        // Newest live entry per segment.
+        let mut newest: HashMap<u64, u64> = HashMap::new();
+        for item in self.primary.iter_index() {
+            let ((_, ts, _, _), loc) = item?;
+            if ts > horizon {
+                let n = newest.entry(loc.seg).or_default();
+                *n = (*n).max(ts);
+            }
+        }
+        // Segments with no live entry go anyway; then the oldest live ones, until under target.
+        let size = |seg: &u64| sizes.get(seg).copied().unwrap_or(0);
+        let dead: u64 = segs
+            .iter()
+            .filter(|s| **s != active && !newest.contains_key(s))
+            .map(size)
+            .sum();
+        let mut order: Vec<(u64, u64)> = newest
+            .into_iter()
+            .filter(|(seg, _)| *seg != active)
+            .map(|(seg, ts)| (ts, seg))
+            .collect();
+        order.sort_unstable();
+        let target = quota / 10 * 9;
+        let mut remaining = used.saturating_sub(dead);
+        let mut cut = None;
+        for (ts, seg) in order {
+            if remaining <= target {
+                break;
+            }
+            remaining = remaining.saturating_sub(size(&seg));
+            cut = Some(ts);
+        }
+        if let Some(ts) = cut {
+            tracing::warn!(
+                used,
+                quota,
+                dropped_before = ts,
+                "journal over its size quota: dropping the oldest history"
+            );
+        }
+        Ok(cut)
+    }
+
     pub fn merge(&self) -> Result<MergeReport> {
         self.flush_all_ports()?;
         let _f = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         let policy = &self.cfg.retention;
         let now = self.clock.stamp();
-        let horizon = policy.horizon(now);
+        let mut horizon = policy.horizon(now);
+        let quota_horizon = self.quota_horizon(horizon)?;
+        if let Some(q) = quota_horizon {
+            horizon = horizon.max(q);
+        }
         // Record the intent first: views resolve against it, so a merge cut short leaves views
         // rounding to window starts, which stay correct.
         self.primary.meta.insert("merge_now", &now.to_be_bytes())?;
@@ -38,6 +105,7 @@ impl Shared {
         let mut report = MergeReport {
             now,
             horizon,
+            quota_horizon,
             invalid_ports: self.invalid_ports(0, now)?,
             ..Default::default()
         };

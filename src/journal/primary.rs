@@ -559,6 +559,13 @@ impl PrimaryJournal {
     }
 
     /// Delete a segment none of whose entries is indexed any more. The caller flushed the index.
+    /// Bytes a segment file takes (0 if it is gone).
+    pub fn segment_bytes(&self, seg: u64) -> u64 {
+        std::fs::metadata(seg_path(&self.dir, seg))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
     pub fn delete_segment(&self, seg: u64) -> Result<()> {
         self.readers
             .lock()

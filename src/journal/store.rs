@@ -199,9 +199,31 @@ impl JournaledStore {
         &self.recovery
     }
 
-    /// The oldest point history can show (the journal's creation).
+    /// When history begins: the journal's creation.
     pub fn born(&self) -> u64 {
         self.shared.born
+    }
+
+    /// The oldest point still available: the journal's creation, or later once merges (the
+    /// retention policy or the size quota) dropped older history.
+    pub fn oldest_point(&self) -> u64 {
+        let meta = |k: &str| {
+            self.shared
+                .primary
+                .meta
+                .get(k)
+                .ok()
+                .flatten()
+                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0)
+        };
+        let horizon = if meta("merge_now") > 0 {
+            meta("horizon").saturating_add(1)
+        } else {
+            0
+        };
+        self.shared.born.max(horizon)
     }
 
     /// The newest stamp handed out.

@@ -491,3 +491,73 @@ fn partial_journal_memory_is_bounded() {
     j.flush_partials().unwrap();
     assert_eq!(j.partial_bytes(), 0);
 }
+
+/// A journal over `max_bytes` drops its oldest history first: after the merge the segments fit
+/// the quota, points before the cut are expired, and later points still read right.
+#[test]
+fn quota_drops_the_oldest_history_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = 2048u64;
+    let vol = MemStore::new(blocks);
+    let wall = FakeWall::new(10_000_000_000);
+    let cfg = JournalConfig {
+        // Retention alone would keep everything for a day.
+        retention: RetentionPolicy {
+            keep_all: HumanDuration(Duration::from_secs(86_400)),
+            tiers: Vec::new(),
+        },
+        max_bytes: 3 << 20,
+        ..test_cfg()
+    };
+    let js = JournaledStore::open_with_clock(dir.path(), vol.clone(), cfg, wall.clone()).unwrap();
+    let chunk = 16 << 10;
+    let mut marks: Vec<(u64, Vec<u8>)> = Vec::new();
+    for round in 0..8u8 {
+        for i in 0..(blocks * BS as u64 / chunk) {
+            wall.advance(50);
+            let data = vec![round.wrapping_mul(31).wrapping_add(i as u8); chunk as usize];
+            js.write(port(1), i * (chunk / BS as u64), &data, false)
+                .unwrap();
+        }
+        js.flush().unwrap();
+        marks.push((js.last_stamp(), read_all(&js)));
+    }
+    js.flush_partials().unwrap();
+    let seg_bytes = |d: &std::path::Path| -> u64 {
+        std::fs::read_dir(d.join("primary"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let before = seg_bytes(dir.path());
+    assert!(
+        before > 3 << 20,
+        "the test must overflow the quota ({before} bytes)"
+    );
+    let report = js.merge().unwrap();
+    let cut = report.quota_horizon.expect("over quota: a cut");
+    let after = seg_bytes(dir.path());
+    assert!(
+        after <= 3 << 20,
+        "after the merge {after} bytes, quota {}",
+        3 << 20
+    );
+    assert!(
+        matches!(js.view(marks[0].0), Err(JournalError::Expired { .. })),
+        "the oldest point went first"
+    );
+    let mut kept = 0;
+    for (t, content) in &marks {
+        if *t > cut {
+            assert!(
+                read_all(&*js.view_at(*t).unwrap()) == *content,
+                "point {t} after the cut {cut}"
+            );
+            kept += 1;
+        }
+    }
+    assert!(kept >= 1, "the newest history is kept");
+    assert_eq!(read_all(&js), marks.last().unwrap().1);
+}
