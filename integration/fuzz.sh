@@ -52,7 +52,7 @@ bins=()
 for t in $targets; do bins+=(--bin "$t"); done
 mkdir -p "$CARGO_TARGET_DIR"
 if ! RUSTC_BOOTSTRAP=1 RUSTFLAGS="$flags" cargo build --manifest-path "$FUZZ_DIR/Cargo.toml" \
-    --release --locked --target "$host" "${bins[@]}" 2>"$CARGO_TARGET_DIR.build.log"; then
+    --release --target "$host" "${bins[@]}" 2>"$CARGO_TARGET_DIR.build.log"; then
     tail -n 30 "$CARGO_TARGET_DIR.build.log" >&2 || true
     skip "the fuzz targets do not build here (see above)"
 fi

@@ -174,6 +174,8 @@ impl PrimaryJournal {
             Some(_) => {}
             None => {
                 meta.insert("chunk_bytes", &chunk_bytes.to_be_bytes())?;
+                // Durable now: a later open must see what this journal was created with.
+                db.flush()?;
                 if !index.is_empty() {
                     rebuild = true;
                 }
