@@ -498,6 +498,19 @@ fn journal_append_child() {
     assert_eq!(&r.read(0, 8).data_in[..], &pattern(1, 8)[..]);
     good(&r.write(0, &pattern(3, 8)));
     good(&r.sync());
+    // Once its journal flushes again the port is resynchronised: later points are complete.
+    j.flush_partials().unwrap();
+    let t_resync = j.last_stamp();
+    good(&r.write(0, &pattern(3, 8)));
+    assert_eq!(
+        j.invalid_ports(t0, t_resync).unwrap(),
+        vec![1],
+        "the failure interval stays on record"
+    );
+    assert!(
+        j.invalid_ports(t_resync + 1, u64::MAX).unwrap().is_empty(),
+        "after the resynchronisation the port is valid again"
+    );
     assert_eq!(r.disk_bytes(0, 8), pattern(3, 8));
     let deadline = Instant::now() + Duration::from_secs(1);
     while Instant::now() < deadline && r.disk_bytes(0, 8) != pattern(3, 8) {

@@ -848,8 +848,14 @@ impl Shared {
         // always find it in one or the other.
         let refs: Vec<(&Entry, Status)> = rotated.entries.iter().map(|(e, s)| (&**e, *s)).collect();
         self.primary.append_refs(&refs)?;
-        lock(pj).finish_flush(&rotated);
+        let port = {
+            let mut p = lock(pj);
+            p.finish_flush(&rotated);
+            p.port
+        };
         std::fs::remove_file(&rotated.old_path)?;
+        // Everything this port journaled is durable in the primary again: it is resynchronised.
+        self.mark_valid(port);
         Ok(())
     }
 
@@ -921,6 +927,32 @@ impl Shared {
             tracing::error!("cannot record invalid port {port}: {e}");
         }
         tracing::error!("partial journal of port {port} marked invalid from {since}");
+    }
+
+    /// Close the port's open invalid intervals at the current stamp: points after it are
+    /// complete again for this port (every later write of it is journaled).
+    fn mark_valid(&self, port: u64) {
+        let open: Vec<sled::IVec> = self
+            .validity
+            .iter()
+            .filter_map(|kv| kv.ok())
+            .filter(|(k, v)| {
+                k.get(8..16) == Some(&port.to_be_bytes()[..])
+                    && v.as_ref() == u64::MAX.to_be_bytes()
+            })
+            .map(|(k, _)| k)
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        let now = self.clock.stamp();
+        for k in open {
+            if let Err(e) = self.validity.insert(k, &now.to_be_bytes()) {
+                tracing::error!("cannot record port {port} as resynchronised: {e}");
+                return;
+            }
+        }
+        tracing::info!("partial journal of port {port} resynchronised at {now}");
     }
 
     pub fn invalid_ports(&self, from: u64, to: u64) -> Result<Vec<u64>> {
