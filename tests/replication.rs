@@ -431,6 +431,23 @@ async fn wait_error(p: &Server, needle: &str) -> String {
     }
 }
 
+/// The secondary's status once it has recorded an error containing `needle` (it may learn of
+/// a refused primary a moment after the primary does).
+async fn secondary_error(s: &Server, needle: &str) -> rewind::replication::state::SecondaryStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = s.running.replication.secondary_status().remove(0);
+        if st.last_error.as_deref().is_some_and(|e| e.contains(needle)) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the secondary never recorded {needle:?}: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wrong_secret_or_geometry_is_refused() {
     let s = secondary(16, SECRET).await;
@@ -439,12 +456,8 @@ async fn a_wrong_secret_or_geometry_is_refused() {
     let e = wait_error(&p, "authentication failed").await;
     println!("primary: {e}");
     assert_eq!(pstatus(&p).shipped_stamp, None);
-    let st = s.running.replication.secondary_status().remove(0);
+    let st = secondary_error(&s, "authentication").await;
     assert_eq!(st.updates_applied, 0);
-    assert!(st
-        .last_error
-        .expect("secondary saw it")
-        .contains("authentication"));
 
     let small = secondary(8, SECRET).await;
     let p2 = primary(16, SECRET).await;
@@ -455,11 +468,7 @@ async fn a_wrong_secret_or_geometry_is_refused() {
         e.contains("32768 blocks") && e.contains("16384 blocks"),
         "{e}"
     );
-    let st = small.running.replication.secondary_status().remove(0);
-    assert!(st
-        .last_error
-        .expect("secondary saw it")
-        .contains("geometry mismatch"));
+    let st = secondary_error(&small, "geometry mismatch").await;
     assert_eq!(st.updates_applied, 0);
 }
 
