@@ -243,6 +243,11 @@ pub(crate) fn replay_file(
 ) -> Result<(Vec<Entry>, Option<TailProblem>), super::JournalError> {
     let buf = std::fs::read(path)?;
     let name = path.display().to_string();
+    if buf.len() < super::record::SEGMENT_HEADER_LEN {
+        // Created, then a crash before its header was written: it holds nothing.
+        let reason = "segment torn before its header was written".to_string();
+        return Ok((Vec::new(), Some(TailProblem { offset: 0, reason })));
+    }
     let (header, scan) = scan_segment(&buf, &name)?;
     if header.kind != SegmentKind::Partial {
         return Err(super::JournalError::Corrupt {

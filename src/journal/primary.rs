@@ -181,7 +181,20 @@ impl PrimaryJournal {
                 }
             }
         }
-        let segs = list_segments(&seg_dir)?;
+        let mut segs = list_segments(&seg_dir)?;
+        // The newest segment may have been created just before a crash, without its header:
+        // it holds nothing.
+        if let Some(&last) = segs.iter().next_back() {
+            let path = seg_path(&seg_dir, last);
+            if std::fs::metadata(&path)?.len() < crate::journal::record::SEGMENT_HEADER_LEN as u64 {
+                tracing::warn!(
+                    "removing journal segment {} torn before its header was written",
+                    path.display()
+                );
+                std::fs::remove_file(&path)?;
+                segs.remove(&last);
+            }
+        }
         // Index entries for segments that are gone: inconsistent, rebuild.
         for kv in meta.scan_prefix(b"idx:") {
             let (k, _) = kv?;

@@ -579,3 +579,37 @@ fn quota_drops_the_oldest_history_first() {
     assert!(kept >= 1, "the newest history is kept");
     assert_eq!(read_all(&js), marks.last().unwrap().1);
 }
+
+/// A crash right after a segment file was created, before its header was written, leaves an
+/// empty or short file: opening the journal recovers (the file holds nothing) instead of
+/// refusing to start.
+#[test]
+fn segments_torn_before_their_header_are_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = MemStore::new(64);
+    {
+        let js = JournaledStore::open(dir.path(), vol.clone(), test_cfg()).unwrap();
+        js.write(port(1), 0, &[7u8; BS * 8], true).unwrap();
+        js.flush_partials().unwrap();
+    }
+    // A partial journal file and a new primary segment, both cut before their headers.
+    std::fs::write(
+        dir.path()
+            .join("partial")
+            .join("00000000000000f4-0000000000000000.seg"),
+        b"",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path()
+            .join("primary")
+            .join(format!("{:016x}.seg", 9999u64)),
+        b"RWND",
+    )
+    .unwrap();
+    let js = JournaledStore::open(dir.path(), vol.clone(), test_cfg())
+        .expect("opens after a torn creation");
+    assert_eq!(&read_all(&js)[..8 * BS], &[7u8; 8 * BS][..]);
+    js.write(port(1), 8, &[9u8; BS], true).unwrap();
+    assert_eq!(read_all(&js)[8 * BS], 9);
+}
