@@ -20,19 +20,24 @@ cd "$REPO_ROOT"
 
 RESULTS=()
 FAILED=0
+FAILED_STEPS=()
 START=$SECONDS
-# step NAME CMD...: run one step, record PASS/FAIL and its duration
+STEP_LOGS=$(mktemp -d "${TMPDIR:-/tmp}/rewind-steps.XXXXXX")
+trap 'rm -rf "$STEP_LOGS"' EXIT
+# step NAME CMD...: run one step, record PASS/FAIL and its duration; its output goes to the
+# terminal and to a log whose tail the summary repeats if the step fails
 step() {
     local name=$1 t0=$SECONDS rc=0
     shift
     echo
     echo "==== $name: $*"
-    "$@" || rc=$?
+    "$@" 2>&1 | tee "$STEP_LOGS/$name.log" || rc=${PIPESTATUS[0]}
     if [ "$rc" -eq 0 ]; then
         RESULTS+=("PASS  $name ($((SECONDS - t0))s)")
     else
         RESULTS+=("FAIL  $name (exit $rc, $((SECONDS - t0))s)")
         FAILED=$((FAILED + 1))
+        FAILED_STEPS+=("$name")
     fi
     return "$rc"
 }
@@ -67,6 +72,12 @@ echo
 echo "==== summary ($((SECONDS - START))s, target: ${TARGET_IMPL:-rewind})"
 printf '  %s\n' "${RESULTS[@]}"
 if [ "$FAILED" -ne 0 ]; then
+    for name in "${FAILED_STEPS[@]}"; do
+        echo
+        echo "==== last lines of the failed step $name"
+        tail -n 25 "$STEP_LOGS/$name.log" | sed 's/^/  | /'
+    done
+    echo
     echo "FAIL: $FAILED step(s) failed"
     exit 1
 fi

@@ -452,6 +452,7 @@ impl Registry {
             "oldest": format_stamp(j.oldest_point()),
             "history_begins": format_stamp(j.born()),
             "quota_bytes": self.journal.max_bytes,
+            "min_free_percent": self.journal.min_free_percent,
             "newest": format_stamp(now),
             "newest_stamp": now,
             "entries": j.primary_entries(),

@@ -28,6 +28,10 @@ pub struct JournalConfig {
     /// Most bytes the journal's primary segments may take on disk (0 = no quota). Past it, the
     /// merge drops the oldest history first, and says so.
     pub max_bytes: u64,
+    /// Keep at least this share (percent) of the journal's filesystem free: below it, the
+    /// oldest history is dropped (as for `max_bytes`) so the volume and today's writes keep
+    /// room. 0 turns the guard off.
+    pub min_free_percent: u8,
 }
 
 impl Default for JournalConfig {
@@ -43,6 +47,7 @@ impl Default for JournalConfig {
             merge_interval: HumanDuration(Duration::from_secs(60)),
             retention: RetentionPolicy::default(),
             max_bytes: 0,
+            min_free_percent: 10,
         }
     }
 }
@@ -61,6 +66,9 @@ impl JournalConfig {
         }
         if self.commit_interval.0.is_zero() || self.partial_flush_interval.0.is_zero() {
             return bad("commit_interval and partial_flush_interval must be positive");
+        }
+        if self.min_free_percent > 90 {
+            return bad("min_free_percent must be at most 90");
         }
         if !self.chunk_size.is_power_of_two() || self.chunk_size < 512 {
             return bad("chunk_size must be a power of two of at least 512");

@@ -24,12 +24,42 @@ pub struct MergeReport {
 }
 
 impl Shared {
-    /// If the primary journal is over `max_bytes`, the stamp up to which the oldest history
-    /// must go to get back under 90% of it: whole segments, oldest (by their newest entry)
-    /// first. Segments are written in roughly time order, so this frees about what it says.
-    fn quota_horizon(&self, horizon: u64) -> Result<Option<u64>> {
+    /// Bytes of history to give up: what the primary journal holds over 90% of `max_bytes`,
+    /// or what the filesystem lacks to keep `min_free_percent` free (the larger), with the
+    /// reason for the log.
+    fn space_to_free(&self, used: u64) -> (u64, &'static str) {
         let quota = self.cfg.max_bytes;
-        if quota == 0 {
+        let over_quota = if quota > 0 && used > quota {
+            used - quota / 10 * 9
+        } else {
+            0
+        };
+        let short = if self.cfg.min_free_percent > 0 {
+            match self.space_probe().space() {
+                Ok(s) => s.shortfall(self.cfg.min_free_percent),
+                Err(e) => {
+                    tracing::warn!("cannot tell the free space of the journal's filesystem: {e}");
+                    0
+                }
+            }
+        } else {
+            0
+        };
+        if short > over_quota {
+            (
+                short,
+                "its filesystem is short of free space (min_free_percent)",
+            )
+        } else {
+            (over_quota, "over its size quota (max_bytes)")
+        }
+    }
+
+    /// The stamp up to which the oldest history must go to free what `space_to_free` asks:
+    /// whole segments, oldest (by their newest live entry) first. Segments are written in
+    /// roughly time order, so this frees about what it says.
+    fn quota_horizon(&self, horizon: u64) -> Result<Option<u64>> {
+        if self.cfg.max_bytes == 0 && self.cfg.min_free_percent == 0 {
             return Ok(None);
         }
         let (segs, active) = self.primary.segments()?;
@@ -38,7 +68,8 @@ impl Shared {
             .map(|s| (*s, self.primary.segment_bytes(*s)))
             .collect();
         let used: u64 = sizes.values().sum();
-        if used <= quota {
+        let (to_free, why) = self.space_to_free(used);
+        if to_free == 0 {
             return Ok(None);
         }
         // Newest live entry per segment.
@@ -50,9 +81,9 @@ impl Shared {
                 *n = (*n).max(ts);
             }
         }
-        // Segments with no live entry go anyway; then the oldest live ones, until under target.
+        // Segments with no live entry go anyway; then the oldest live ones, until enough is free.
         let size = |seg: &u64| sizes.get(seg).copied().unwrap_or(0);
-        let dead: u64 = segs
+        let mut freed: u64 = segs
             .iter()
             .filter(|s| **s != active && !newest.contains_key(s))
             .map(size)
@@ -63,29 +94,38 @@ impl Shared {
             .map(|(seg, ts)| (ts, seg))
             .collect();
         order.sort_unstable();
-        let target = quota / 10 * 9;
-        let mut remaining = used.saturating_sub(dead);
         let mut cut = None;
         for (ts, seg) in order {
-            if remaining <= target {
+            if freed >= to_free {
                 break;
             }
-            remaining = remaining.saturating_sub(size(&seg));
+            freed += size(&seg);
             cut = Some(ts);
         }
-        if let Some(ts) = cut {
-            tracing::warn!(
-                used,
-                quota,
+        match cut {
+            Some(ts) => tracing::warn!(
+                journal_bytes = used,
+                to_free,
                 dropped_before = ts,
-                "journal over its size quota: dropping the oldest history"
-            );
+                "journal {why}: dropping the oldest history"
+            ),
+            None if freed < to_free => tracing::warn!(
+                journal_bytes = used,
+                to_free,
+                "journal {why}, but it holds no older history to drop"
+            ),
+            None => {}
         }
         Ok(cut)
     }
 
     pub fn merge(&self) -> Result<MergeReport> {
-        self.flush_all_ports()?;
+        // A partial journal that cannot be flushed (say, the disk is full) must not stop the
+        // merge that would free space: its entries stay in its file and come later. The
+        // retention windows stay right, since per chunk and window the earliest entry is kept.
+        if let Err(e) = self.flush_all_ports() {
+            tracing::warn!("merge: partial journals not flushed first: {e}");
+        }
         let _f = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         let policy = &self.cfg.retention;
         let now = self.clock.stamp();

@@ -12,6 +12,7 @@
 //! - [`store`]: [`JournaledStore`], the write path, recovery, bookmarks, restore.
 //! - [`view`]: point-in-time read-only views.
 //! - [`retention`] and [`merge`]: the retention policy and the merge that applies it.
+//! - [`space`]: free space of the journal's filesystem (the merge trims history to keep some).
 //!
 //! See `docs/cdp.md` for the data layout and the ordering of fsyncs.
 
@@ -26,6 +27,7 @@ mod partial;
 mod primary;
 pub mod record;
 pub mod retention;
+pub mod space;
 pub mod store;
 pub mod view;
 

@@ -8,6 +8,7 @@ use super::error::{JournalError, Result};
 use super::partial::{replay_file, PartialJournal};
 use super::primary::{PrimaryJournal, PrimaryRecovery};
 use super::record::{Entry, Status};
+use super::space::{FsProbe, SpaceProbe};
 use super::view::JournalView;
 use crate::storage::{Allocation, BlockStore, IoOrigin, StorageError};
 use std::collections::HashMap;
@@ -63,6 +64,8 @@ pub(crate) struct Shared {
     last_mark_gen: AtomicU64,
     /// The first stamp of this journal's history.
     born: u64,
+    /// Free space of the journal's filesystem (`min_free_percent`).
+    space: Mutex<Arc<dyn SpaceProbe>>,
 }
 
 /// The journal's birth stamp from `DIR/born`, written (and made durable) on first open.
@@ -183,6 +186,7 @@ impl JournaledStore {
             validity,
             last_mark_gen: AtomicU64::new(u64::MAX),
             born,
+            space: Mutex::new(Arc::new(FsProbe(dir.to_path_buf()))),
         });
         let bg = shared.clone();
         let flusher = std::thread::Builder::new()
@@ -365,6 +369,12 @@ impl JournaledStore {
         }
     }
 
+    /// Test hook: ask `probe` instead of the filesystem how much space is free.
+    #[cfg(test)]
+    pub(crate) fn set_space_probe(&self, probe: Arc<dyn SpaceProbe>) {
+        *lock(&self.shared.space) = probe;
+    }
+
     /// Test hook: stop as if the process died (dirty cache lost, nothing flushed).
     #[cfg(test)]
     pub(crate) fn crash(self) {
@@ -443,6 +453,37 @@ impl BlockStore for JournaledStore {
     }
     fn allocation(&self, lba: u64, max_blocks: u64) -> Result<(Allocation, u64), StorageError> {
         self.shared.allocation_current(lba, max_blocks)
+    }
+}
+
+/// Logs a background failure when it first happens, then at most every 10 s with a count, so
+/// a failing disk does not flood the log.
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<(String, Instant)>,
+    repeats: u64,
+}
+
+impl ErrorLog {
+    fn report(&mut self, what: &str, e: &dyn std::fmt::Display) {
+        let msg = format!("{what}: {e}");
+        match &self.last {
+            Some((m, at)) if *m == msg && at.elapsed() < Duration::from_secs(10) => {
+                self.repeats += 1;
+            }
+            _ => {
+                if self.repeats > 0 {
+                    tracing::warn!(
+                        "{msg} (and {} more times since the last report)",
+                        self.repeats
+                    );
+                } else {
+                    tracing::warn!("{msg}");
+                }
+                self.last = Some((msg, Instant::now()));
+                self.repeats = 0;
+            }
+        }
     }
 }
 
@@ -870,6 +911,10 @@ impl Shared {
         let interval = self.cfg.commit_interval.0;
         let merge_every = self.cfg.merge_interval.0;
         let mut last_merge = Instant::now();
+        let mut last_space_check = Instant::now();
+        // Space merges that freed nothing are retried only this often (each scans the index).
+        let mut space_backoff = Duration::ZERO;
+        let mut errors = ErrorLog::default();
         loop {
             {
                 let stop = lock(&self.wake.0);
@@ -886,16 +931,43 @@ impl Shared {
                 }
             }
             if let Err(e) = self.background_round() {
-                tracing::warn!("journal background commit failed: {e}");
+                errors.report("journal background commit failed", &e);
                 std::thread::sleep(Duration::from_millis(50));
             }
-            if !merge_every.is_zero() && last_merge.elapsed() >= merge_every {
+            let mut merge_now = !merge_every.is_zero() && last_merge.elapsed() >= merge_every;
+            let space_merge = !merge_now
+                && self.cfg.min_free_percent > 0
+                && last_space_check.elapsed() >= Duration::from_secs(1).max(space_backoff)
+                && {
+                    last_space_check = Instant::now();
+                    self.space_low()
+                };
+            merge_now |= space_merge;
+            if merge_now {
                 last_merge = Instant::now();
-                if let Err(e) = self.merge() {
-                    tracing::warn!("journal merge failed: {e}");
+                match self.merge() {
+                    Ok(r) => {
+                        space_backoff = if space_merge && r.segments_deleted.is_empty() {
+                            Duration::from_secs(30)
+                        } else {
+                            Duration::ZERO
+                        };
+                    }
+                    Err(e) => errors.report("journal merge failed", &e),
                 }
             }
         }
+    }
+
+    /// The journal's filesystem has less than `min_free_percent` free.
+    fn space_low(&self) -> bool {
+        self.space_probe()
+            .space()
+            .is_ok_and(|s| s.shortfall(self.cfg.min_free_percent) > 0)
+    }
+
+    pub(crate) fn space_probe(&self) -> Arc<dyn SpaceProbe> {
+        lock(&self.space).clone()
     }
 
     fn background_round(&self) -> Result<()> {

@@ -114,6 +114,8 @@ fn test_cfg() -> JournalConfig {
                 },
             ],
         },
+        // Tests must not depend on how full the disk they run on is.
+        min_free_percent: 0,
         ..JournalConfig::default()
     }
 }
@@ -578,6 +580,86 @@ fn quota_drops_the_oldest_history_first() {
     }
     assert!(kept >= 1, "the newest history is kept");
     assert_eq!(read_all(&js), marks.last().unwrap().1);
+}
+
+/// A probe that reports whatever free space the test sets.
+struct FakeSpace(Mutex<space::FsSpace>);
+
+impl space::SpaceProbe for FakeSpace {
+    fn space(&self) -> std::io::Result<space::FsSpace> {
+        Ok(*self.0.lock().unwrap())
+    }
+}
+
+/// When the journal's filesystem runs short of free space (no quota set), the background
+/// flusher notices by itself and the merge gives up the oldest history, whole segments, until
+/// the threshold is met again with some slack; later points still read right.
+#[test]
+fn a_filesystem_short_of_space_trims_the_oldest_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = 2048u64;
+    let vol = MemStore::new(blocks);
+    let wall = FakeWall::new(10_000_000_000);
+    let cfg = JournalConfig {
+        retention: RetentionPolicy {
+            keep_all: HumanDuration(Duration::from_secs(86_400)),
+            tiers: Vec::new(),
+        },
+        min_free_percent: 10,
+        ..test_cfg()
+    };
+    let js = JournaledStore::open_with_clock(dir.path(), vol.clone(), cfg, wall.clone()).unwrap();
+    // Plenty of room while writing: nothing is trimmed.
+    let fake = Arc::new(FakeSpace(Mutex::new(space::FsSpace {
+        available: 1 << 40,
+        total: 2 << 40,
+    })));
+    js.set_space_probe(fake.clone());
+    let chunk = 16 << 10;
+    let mut marks: Vec<(u64, Vec<u8>)> = Vec::new();
+    for round in 0..8u8 {
+        for i in 0..(blocks * BS as u64 / chunk) {
+            wall.advance(50);
+            let data = vec![round.wrapping_mul(37).wrapping_add(i as u8); chunk as usize];
+            js.write(port(1), i * (chunk / BS as u64), &data, false)
+                .unwrap();
+        }
+        js.flush().unwrap();
+        marks.push((js.last_stamp(), read_all(&js)));
+    }
+    js.flush_partials().unwrap();
+    let seg_bytes = || -> u64 {
+        std::fs::read_dir(dir.path().join("primary"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let before = seg_bytes();
+    assert!(before > 4 << 20, "enough history to trim ({before} bytes)");
+    assert!(js.merge().unwrap().quota_horizon.is_none(), "room enough");
+    // Now the filesystem is 100 MiB with 8 MiB free (10% wanted): 2 MiB short plus 5 MiB of
+    // slack must go. The background flusher does it without being asked.
+    *fake.0.lock().unwrap() = space::FsSpace {
+        available: 8 << 20,
+        total: 100 << 20,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while js.oldest_point() <= marks[0].0 || seg_bytes() + (7 << 20) > before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flusher never trimmed the journal"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(matches!(
+        js.view(marks[0].0),
+        Err(JournalError::Expired { .. })
+    ));
+    let newest = marks.last().unwrap();
+    assert_eq!(read_all(&*js.view_at(newest.0).unwrap()), newest.1);
+    assert_eq!(read_all(&js), newest.1);
 }
 
 /// A crash right after a segment file was created, before its header was written, leaves an
