@@ -18,8 +18,8 @@ pub struct MergeReport {
     pub segments_deleted: Vec<u64>,
     /// Ports whose journals were invalid during the merged span (port validity).
     pub invalid_ports: Vec<u64>,
-    /// Set when the journal was over `max_bytes` and the oldest history up to this stamp was
-    /// dropped to get under it.
+    /// Set when the journal was over `max_bytes`, or its filesystem short of free space
+    /// (`min_free_percent`), and the oldest history up to this stamp was dropped.
     pub quota_horizon: Option<u64>,
 }
 
@@ -48,10 +48,10 @@ impl Shared {
         if short > over_quota {
             (
                 short,
-                "its filesystem is short of free space (min_free_percent)",
+                "the journal's filesystem is short of free space (min_free_percent)",
             )
         } else {
-            (over_quota, "over its size quota (max_bytes)")
+            (over_quota, "the journal is over its size quota (max_bytes)")
         }
     }
 
@@ -107,12 +107,12 @@ impl Shared {
                 journal_bytes = used,
                 to_free,
                 dropped_before = ts,
-                "journal {why}: dropping the oldest history"
+                "{why}: dropping the oldest history"
             ),
             None if freed < to_free => tracing::warn!(
                 journal_bytes = used,
                 to_free,
-                "journal {why}, but it holds no older history to drop"
+                "{why}, but the journal holds no older history to drop"
             ),
             None => {}
         }

@@ -39,7 +39,7 @@ pub fn start(conn: Arc<ConnShared>, cmd: ScsiCommand, admission: Admission) {
     // The CmdSN window bounds ordinary commands; immediate ones could still pile up.
     let limit = conn.ctx.iscsi.queue_depth as usize + 16;
     if lock(&session.tasks).len() >= limit {
-        warn!(tsih = session.tsih, limit, "task set full");
+        debug!(tsih = session.tsih, limit, "task set full");
         tokio::spawn(async move {
             let full = ScsiOutcome {
                 status: STATUS_TASK_SET_FULL,
