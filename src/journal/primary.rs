@@ -329,11 +329,15 @@ impl PrimaryJournal {
                     continue;
                 }
                 if let Record::Entry(e) = &s.record {
-                    if e.chunk_blocks as u64 != self.blocks_per_chunk {
+                    let c0 = self.chunk_of(e.lba);
+                    if e.chunk_blocks as u64 != self.blocks_per_chunk
+                        || e.lba % self.blocks_per_chunk != 0
+                        || c0.checked_add(u64::from(e.chunks())).is_none()
+                    {
                         return Err(JournalError::Corrupt {
                             file: path.display().to_string(),
                             offset: s.offset,
-                            reason: "entry cut to another chunk size".into(),
+                            reason: "entry not cut to this journal's chunks".into(),
                         });
                     }
                     for (idx, key) in self.keys_of(e).enumerate() {
@@ -402,7 +406,8 @@ impl PrimaryJournal {
     /// The index keys of an entry, one per chunk, in chunk order.
     fn keys_of<'a>(&self, e: &'a Entry) -> impl Iterator<Item = [u8; KEY_LEN]> + 'a {
         let c0 = self.chunk_of(e.lba);
-        (c0..c0 + u64::from(e.chunks())).map(move |c| index_key(c, e.ts, e.port, e.seq))
+        let end = c0.saturating_add(u64::from(e.chunks()));
+        (c0..end).map(move |c| index_key(c, e.ts, e.port, e.seq))
     }
 
     fn new_segment(&self, a: &mut Active) -> Result<()> {
@@ -442,9 +447,12 @@ impl PrimaryJournal {
             return Ok(());
         }
         for (e, _) in entries {
-            if e.chunk_blocks as u64 != self.blocks_per_chunk || e.chunks() == 0 {
+            if e.chunk_blocks as u64 != self.blocks_per_chunk
+                || e.chunks() == 0
+                || e.lba % self.blocks_per_chunk != 0
+            {
                 return Err(JournalError::Config(
-                    "entry cut to another chunk size than the journal's".into(),
+                    "entry not cut to this journal's chunks".into(),
                 ));
             }
         }
@@ -851,6 +859,29 @@ mod tests {
             }
             let got = p.first_after_range(3, 5, ts).unwrap();
             assert_eq!(got[1], p.first_after(4, ts).unwrap());
+        }
+    }
+
+    #[test]
+    fn misaligned_or_overflowing_entries_are_corrupt_not_a_panic() {
+        for lba in [4u64, u64::MAX - 7] {
+            let dir = tempfile::tempdir().unwrap();
+            drop(PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap());
+            let seg = seg_path(&dir.path().join("primary"), 1);
+            let mut buf = SegmentHeader {
+                kind: SegmentKind::Primary,
+                chunk_bytes: 4096,
+                id: 1,
+            }
+            .encode()
+            .to_vec();
+            super::super::record::encode_entry(&multi(1, lba, 2, 1, None), &mut buf);
+            std::fs::write(&seg, &buf).unwrap();
+            std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+            let r = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20);
+            if lba == 4 {
+                assert!(matches!(r, Err(JournalError::Corrupt { .. })));
+            }
         }
     }
 
