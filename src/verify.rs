@@ -9,7 +9,7 @@
 //!   tail*: a write that a crash interrupted, which recovery cuts off. It is reported with its
 //!   offset but is not an error. A checksum mismatch or a bad record anywhere, a torn record in
 //!   an older (closed) primary segment, or an entry whose data length does not match its block
-//!   count is *corruption*.
+//!   count is *corruption*. An entry covers a run of whole chunks (one write).
 //! - **Comparison** (`--at` or `--bookmark` with `--image`): the journal is opened as `serve`
 //!   would open it (running crash recovery), the view at that point is read extent by extent and
 //!   compared with the image by SHA-256; mismatching extents are listed.
@@ -134,11 +134,7 @@ pub fn check_journal(journal_dir: &Path, block_size: u32) -> std::io::Result<Jou
             match &s.record {
                 Record::Entry(e) => {
                     check.entries += 1;
-                    let want_len = if e.unallocated {
-                        0
-                    } else {
-                        e.blocks as u64 * block_size as u64
-                    };
+                    let want_len = e.expected_data_len(block_size as usize);
                     if e.data.len() as u64 != want_len {
                         out.problems.push(format!(
                             "{name}: entry at offset {} (lba {}, {} blocks) holds {} bytes of old data, expected {want_len}",
@@ -148,10 +144,12 @@ pub fn check_journal(journal_dir: &Path, block_size: u32) -> std::io::Result<Jou
                             e.data.len()
                         ));
                     }
-                    if e.blocks as u64 * block_size as u64 > header.chunk_bytes as u64 {
+                    if e.chunk_blocks as u64 * block_size as u64 != header.chunk_bytes as u64
+                        || e.lba % e.chunk_blocks as u64 != 0
+                    {
                         out.problems.push(format!(
-                            "{name}: entry at offset {} spans {} blocks, more than one {}-byte chunk",
-                            s.offset, e.blocks, header.chunk_bytes
+                            "{name}: entry at offset {} is not cut to whole {}-byte chunks",
+                            s.offset, header.chunk_bytes
                         ));
                     }
                 }
@@ -299,7 +297,7 @@ pub fn journal_dir(dd: &DataDir, meta: &VolumeMeta) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::record::{encode_entry, Entry, SegmentHeader, Status};
+    use crate::journal::record::{encode_entry, no_unallocated, Entry, SegmentHeader, Status};
 
     fn entry(lba: u64, data: Vec<u8>) -> Entry {
         Entry {
@@ -308,8 +306,9 @@ mod tests {
             seq: 1,
             lba,
             blocks: (data.len() / 512) as u32,
+            chunk_blocks: 8,
             status: Status::Pending,
-            unallocated: false,
+            unallocated: no_unallocated((data.len() as u32 / 512).div_ceil(8)),
             merged: false,
             invalid_ports: vec![],
             data,

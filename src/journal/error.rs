@@ -15,6 +15,15 @@ pub enum JournalError {
         offset: u64,
         reason: String,
     },
+    #[error(
+        "journal segment {file} has format version {version}; this version of rewind reads \
+         version {supported} only (move the journal directory away to start a new history)"
+    )]
+    UnsupportedFormat {
+        file: String,
+        version: u16,
+        supported: u16,
+    },
     #[error("invalid journal configuration: {0}")]
     Config(String),
     #[error("volume error: {0}")]

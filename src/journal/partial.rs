@@ -3,18 +3,49 @@
 //! when full or old enough it is flushed into the primary journal and its file rotated away.
 
 use super::record::{
-    encode_entry, encode_status, scan_segment, Entry, Record, SegmentHeader, SegmentKind, Status,
-    StatusUpdate, TailProblem,
+    encode_entry_head, encode_status, scan_segment, Entry, Record, SegmentHeader, SegmentKind,
+    Status, StatusUpdate, TailProblem,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// In-memory key: (chunk, ts, seq).
+/// In-memory key: (chunk, ts, seq). Each chunk of an entry has its key; all point at the
+/// one shared entry.
 pub(crate) type PartialKey = (u64, u64, u64);
+
+/// Write all of `parts` (vectored, no copy into one buffer).
+pub(crate) fn write_all_parts(mut f: &File, parts: &[&[u8]]) -> io::Result<()> {
+    let mut i = 0;
+    let mut skip = 0;
+    loop {
+        while i < parts.len() && parts[i].len() == skip {
+            i += 1;
+            skip = 0;
+        }
+        if i == parts.len() {
+            return Ok(());
+        }
+        let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity((parts.len() - i).min(512));
+        iov.push(IoSlice::new(&parts[i][skip..]));
+        for p in parts[i + 1..].iter().take(511) {
+            iov.push(IoSlice::new(p));
+        }
+        let mut n = f.write_vectored(&iov)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while i < parts.len() && n >= parts[i].len() - skip {
+            n -= parts[i].len() - skip;
+            skip = 0;
+            i += 1;
+        }
+        skip += n;
+    }
+}
 
 pub(crate) struct PartialJournal {
     pub port: u64,
@@ -31,7 +62,10 @@ pub(crate) struct PartialJournal {
     pub synced_seq: u64,
     /// A rotated file could not be fsynced: seqs up to this wait for the primary flush.
     pub blocked: Option<u64>,
+    /// Per chunk: the entry holding its old data.
     pub entries: BTreeMap<PartialKey, Arc<Entry>>,
+    /// The entries in append order (each once).
+    writes: Vec<Arc<Entry>>,
     statuses: HashMap<u64, Status>,
     /// Old-data bytes held.
     pub bytes: u64,
@@ -42,7 +76,6 @@ pub(crate) struct PartialJournal {
 /// What a rotation hands to the primary flush.
 pub(crate) struct Rotated {
     pub old_path: PathBuf,
-    pub keys: Vec<PartialKey>,
     /// The entries (shared with the in-memory map, not copied) and their last status.
     pub entries: Vec<(Arc<Entry>, Status)>,
     pub upto_seq: u64,
@@ -89,34 +122,52 @@ impl PartialJournal {
             synced_seq: 0,
             blocked: None,
             entries: BTreeMap::new(),
+            writes: Vec::new(),
             statuses: HashMap::new(),
             bytes: 0,
             first_append: None,
         })
     }
 
-    /// Append the entries of one write (all stamped `ts`, one per chunk). Returns its seq.
-    pub fn append(&mut self, ts: u64, mut entries: Vec<(u64, Entry)>) -> io::Result<u64> {
+    /// Append the entries of one write (all stamped `ts`; one entry unless the write is very
+    /// large). Returns its seq.
+    pub fn append(&mut self, ts: u64, mut entries: Vec<Entry>) -> io::Result<u64> {
         let seq = self.next_seq + 1;
-        let mut buf = Vec::new();
-        for (_, e) in entries.iter_mut() {
+        let mut head = Vec::with_capacity(entries.len() * 80);
+        let mut ends = Vec::with_capacity(entries.len());
+        for e in entries.iter_mut() {
             e.ts = ts;
             e.port = self.port;
             e.seq = seq;
             e.status = Status::Pending;
-            encode_entry(e, &mut buf);
+            encode_entry_head(e, Status::Pending, &mut head);
+            ends.push(head.len());
         }
-        if let Err(err) = (&*self.file).write_all(&buf) {
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * entries.len());
+        let mut from = 0;
+        let mut total = 0;
+        for (e, end) in entries.iter().zip(&ends) {
+            parts.push(&head[from..*end]);
+            parts.push(&e.data);
+            total += end - from + e.data.len();
+            from = *end;
+        }
+        if let Err(err) = write_all_parts(&self.file, &parts) {
             // Cut a possibly torn record off so later appends stay readable.
             let _ = self.file.set_len(self.file_len);
             return Err(err);
         }
-        self.file_len += buf.len() as u64;
+        self.file_len += total as u64;
         self.next_seq = seq;
         self.appended_seq = seq;
-        for (chunk, e) in entries {
-            self.bytes += e.data.len() as u64 + 64;
-            self.entries.insert((chunk, ts, seq), Arc::new(e));
+        for e in entries {
+            self.bytes += e.data.len() as u64 + 64 * u64::from(e.chunks());
+            let e = Arc::new(e);
+            let c0 = e.first_chunk();
+            for c in c0..c0 + u64::from(e.chunks()) {
+                self.entries.insert((c, ts, seq), e.clone());
+            }
+            self.writes.push(e);
         }
         self.statuses.insert(seq, Status::Pending);
         self.first_append.get_or_insert_with(Instant::now);
@@ -144,15 +195,16 @@ impl PartialJournal {
         Ok(())
     }
 
-    /// The first entry for `chunk` stamped after `ts`.
-    pub fn first_after(&self, chunk: u64, ts: u64) -> Option<Arc<Entry>> {
+    /// The first entry for `chunk` stamped after `ts` (the chunk is `chunk - e.first_chunk()`
+    /// within it).
+    pub fn first_after(&self, chunk: u64, ts: u64) -> Option<&Arc<Entry>> {
         if ts == u64::MAX {
             return None;
         }
         self.entries
             .range((chunk, ts + 1, 0)..(chunk + 1, 0, 0))
             .next()
-            .map(|(_, e)| e.clone())
+            .map(|(_, e)| e)
     }
 
     /// The file to fsync for a group commit and the seq it will cover.
@@ -169,10 +221,10 @@ impl PartialJournal {
 
     /// Stamp of the oldest entry not yet known durable.
     pub fn oldest_unsynced_ts(&self) -> Option<u64> {
-        self.entries
+        self.writes
             .iter()
-            .filter(|(k, _)| k.2 > self.synced_seq)
-            .map(|(k, _)| k.1)
+            .filter(|e| e.seq > self.synced_seq)
+            .map(|e| e.ts)
             .min()
     }
 
@@ -197,16 +249,16 @@ impl PartialJournal {
         self.file = Arc::new(file);
         self.file_len = header.encode().len() as u64;
         self.file_no = file_no;
-        let mut keys = Vec::with_capacity(self.entries.len());
-        let mut entries = Vec::with_capacity(self.entries.len());
-        for (k, e) in &self.entries {
-            let status = self.statuses.get(&k.2).copied().unwrap_or(e.status);
-            keys.push(*k);
-            entries.push((e.clone(), status));
-        }
+        let entries = self
+            .writes
+            .iter()
+            .map(|e| {
+                let status = self.statuses.get(&e.seq).copied().unwrap_or(e.status);
+                (e.clone(), status)
+            })
+            .collect();
         Ok(Rotated {
             old_path,
-            keys,
             entries,
             upto_seq: self.appended_seq,
         })
@@ -214,17 +266,22 @@ impl PartialJournal {
 
     /// The rotated entries are durable in the primary journal (and indexed there).
     pub fn finish_flush(&mut self, r: &Rotated) {
-        for k in &r.keys {
-            if let Some(e) = self.entries.remove(k) {
-                self.bytes = self.bytes.saturating_sub(e.data.len() as u64 + 64);
+        // Appends made since the rotation follow the rotated entries in `writes`.
+        let n = r.entries.len().min(self.writes.len());
+        for e in self.writes.drain(..n) {
+            let c0 = e.first_chunk();
+            for c in c0..c0 + u64::from(e.chunks()) {
+                self.entries.remove(&(c, e.ts, e.seq));
             }
+            let held = e.data.len() as u64 + 64 * u64::from(e.chunks());
+            self.bytes = self.bytes.saturating_sub(held);
         }
         self.statuses.retain(|seq, _| *seq > r.upto_seq);
         if self.blocked.is_some_and(|b| b <= r.upto_seq) {
             self.blocked = None;
         }
         self.synced_seq = self.synced_seq.max(r.upto_seq);
-        self.first_append = if self.entries.is_empty() {
+        self.first_append = if self.writes.is_empty() {
             None
         } else {
             Some(Instant::now())
@@ -276,33 +333,43 @@ pub(crate) fn replay_file(
 
 #[cfg(test)]
 mod tests {
+    use super::super::record::no_unallocated;
     use super::*;
 
-    fn entry(lba: u64, byte: u8) -> Entry {
+    /// An entry of `chunks` 8-block chunks from `lba`, 512-byte blocks, filled with `byte`.
+    fn entry_n(lba: u64, chunks: u32, byte: u8) -> Entry {
         Entry {
             ts: 0,
             port: 0,
             seq: 0,
             lba,
-            blocks: 8,
+            blocks: 8 * chunks,
+            chunk_blocks: 8,
             status: Status::Pending,
-            unallocated: false,
+            unallocated: no_unallocated(chunks),
             merged: false,
             invalid_ports: vec![],
-            data: vec![byte; 4096],
+            data: vec![byte; 4096 * chunks as usize],
         }
+    }
+
+    fn entry(lba: u64, byte: u8) -> Entry {
+        entry_n(lba, 1, byte)
     }
 
     #[test]
     fn append_lookup_rotate_replay() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = PartialJournal::create(dir.path(), 9, 4096, 0).unwrap();
-        let s1 = p
-            .append(100, vec![(0, entry(0, 1)), (1, entry(8, 2))])
-            .unwrap();
+        // One write over chunks 0 and 1: one entry, one record.
+        let mut two = entry_n(0, 2, 1);
+        two.data[4096..].fill(2);
+        let s1 = p.append(100, vec![two]).unwrap();
         p.set_status(100, s1, Status::Ok).unwrap();
-        let s2 = p.append(200, vec![(0, entry(0, 3))]).unwrap();
+        let s2 = p.append(200, vec![entry(0, 3)]).unwrap();
         assert_eq!((s1, s2), (1, 2));
+        let e = p.first_after(1, 50).unwrap();
+        assert_eq!(e.chunk_data(1, 512).unwrap().unwrap()[0], 2);
         assert_eq!(p.first_after(0, 50).unwrap().data[0], 1);
         assert_eq!(p.first_after(0, 100).unwrap().data[0], 3);
         assert!(p.first_after(0, 200).is_none());
@@ -310,30 +377,50 @@ mod tests {
 
         let (entries, tail) = replay_file(p.path()).unwrap();
         assert!(tail.is_none());
-        assert_eq!(entries.len(), 3);
+        assert_eq!(entries.len(), 2, "one record per write");
+        assert_eq!(entries[0].chunks(), 2);
         assert_eq!(entries[0].status, Status::Ok);
-        assert_eq!(entries[2].status, Status::Pending);
+        assert_eq!(entries[1].status, Status::Pending);
 
         let r = p.rotate().unwrap();
-        assert_eq!(r.entries.len(), 3);
+        assert_eq!(r.entries.len(), 2);
         assert_eq!(p.synced_seq, 2);
         assert!(p.first_after(0, 50).is_some(), "visible until flushed");
+        // An append after the rotation stays after the flush.
+        p.append(300, vec![entry(16, 4)]).unwrap();
         p.finish_flush(&r);
         assert!(p.first_after(0, 50).is_none());
-        assert_eq!(p.bytes, 0);
+        assert!(p.first_after(1, 50).is_none());
+        assert_eq!(p.first_after(2, 0).unwrap().data[0], 4);
+        assert_eq!(p.bytes, 4096 + 64);
+    }
+
+    #[test]
+    fn write_all_parts_writes_everything_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let f = File::create(&path).unwrap();
+        let big = vec![7u8; 3 << 20];
+        let parts: Vec<&[u8]> = (0..1500)
+            .map(|i| if i % 500 == 0 { &big[..] } else { &b"ab"[..] })
+            .collect();
+        write_all_parts(&f, &parts).unwrap();
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(got, parts.concat());
     }
 
     #[test]
     fn torn_tail_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = PartialJournal::create(dir.path(), 1, 4096, 0).unwrap();
-        p.append(10, vec![(0, entry(0, 1))]).unwrap();
-        p.append(20, vec![(0, entry(0, 2))]).unwrap();
+        p.append(10, vec![entry_n(0, 4, 1)]).unwrap();
+        p.append(20, vec![entry_n(0, 4, 2)]).unwrap();
         let len = std::fs::metadata(p.path()).unwrap().len();
         let f = OpenOptions::new().write(true).open(p.path()).unwrap();
         f.set_len(len - 10).unwrap();
         let (entries, tail) = replay_file(p.path()).unwrap();
         assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].chunks(), 4);
         assert!(tail.is_some());
     }
 }

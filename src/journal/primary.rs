@@ -1,18 +1,21 @@
 //! The primary journal: old data in checksummed append-only segment files, and a sled index
-//! `(chunk, ts, port, seq)` (big endian, so byte order = time order per chunk) -> location.
+//! `(chunk, ts, port, seq)` (big endian, so byte order = time order per chunk) -> location
+//! `(segment, record offset, record length, chunk index within the record)`. A record holds one
+//! write's old data for all of its chunks; each chunk has its own key.
 //!
 //! sled holds only small values (locations and metadata) and is always rebuildable from the
 //! segment files: `meta` remembers up to which offset each segment is indexed, and open catches
 //! up from there (or from 0 when the index is lost or inconsistent).
 
 use super::error::{JournalError, Result};
-use super::partial::sync_dir;
+use super::partial::{sync_dir, write_all_parts};
 use super::record::{
-    decode_record, encode_entry_with_status, scan_segment, Entry, Record, SegmentHeader,
+    check_version, decode_record, encode_entry_head, scan_segment, Entry, Record, SegmentHeader,
     SegmentKind, Status, SEGMENT_HEADER_LEN,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
+use std::io::Read;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -50,32 +53,52 @@ pub(crate) fn parse_key(k: &[u8]) -> Option<(u64, u64, u64, u64)> {
 /// `(ts, port, seq)` of an indexed entry and where its record lives.
 pub(crate) type IndexHit = ((u64, u64, u64), Loc);
 
-/// Where an entry's record lives.
+/// Where a chunk's entry lives: its record, and which of the record's chunks it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Loc {
     pub seg: u64,
     pub off: u64,
     pub len: u32,
+    /// Chunk index within the record (0 = the record's first chunk).
+    pub idx: u32,
 }
 
+const LOC_LEN: usize = 24;
+
 impl Loc {
-    fn encode(&self) -> [u8; 20] {
-        let mut v = [0u8; 20];
+    fn encode(&self) -> [u8; LOC_LEN] {
+        let mut v = [0u8; LOC_LEN];
         v[0..8].copy_from_slice(&self.seg.to_be_bytes());
         v[8..16].copy_from_slice(&self.off.to_be_bytes());
         v[16..20].copy_from_slice(&self.len.to_be_bytes());
+        v[20..24].copy_from_slice(&self.idx.to_be_bytes());
         v
     }
     pub fn decode(v: &[u8]) -> Option<Self> {
-        if v.len() != 20 {
+        if v.len() != LOC_LEN {
             return None;
         }
         Some(Loc {
             seg: be(&v[0..])?,
             off: be(&v[8..])?,
             len: u32::from_be_bytes(v[16..20].try_into().ok()?),
+            idx: u32::from_be_bytes(v[20..24].try_into().ok()?),
         })
     }
+    /// The same record.
+    pub fn record(&self) -> (u64, u64) {
+        (self.seg, self.off)
+    }
+}
+
+/// How many recently read records `read_entry` keeps decoded: reading a view chunk by chunk
+/// then reads and checksums each multi-chunk record once, not once per chunk.
+const RECORD_CACHE: usize = 8;
+
+/// A piece of the buffered segment write: a range of the head buffer, or an entry's old data.
+enum Part<'a> {
+    Head(usize, usize),
+    Data(&'a [u8]),
 }
 
 fn seg_meta_key(seg: u64) -> Vec<u8> {
@@ -92,6 +115,16 @@ struct Active {
     broken: bool,
 }
 
+/// Records buffered for one segment write.
+#[derive(Default)]
+struct Pending<'a> {
+    head: Vec<u8>,
+    parts: Vec<Part<'a>>,
+    /// Bytes buffered (heads and data).
+    len: u64,
+    locs: Vec<([u8; KEY_LEN], Loc)>,
+}
+
 pub(crate) struct PrimaryJournal {
     dir: PathBuf,
     chunk_bytes: u32,
@@ -102,6 +135,8 @@ pub(crate) struct PrimaryJournal {
     pub meta: sled::Tree,
     active: Mutex<Active>,
     readers: Mutex<HashMap<u64, Arc<File>>>,
+    /// Recently read records, newest last.
+    recent: Mutex<Vec<(Loc, Arc<Entry>)>>,
 }
 
 /// What `open` found.
@@ -195,6 +230,16 @@ impl PrimaryJournal {
                 segs.remove(&last);
             }
         }
+        // A journal written in another record format: refuse it with a clear error (the old
+        // format is not converted).
+        for &seg in &segs {
+            let path = seg_path(&seg_dir, seg);
+            let mut head = [0u8; SEGMENT_HEADER_LEN];
+            let mut f = File::open(&path)?;
+            if f.read_exact(&mut head).is_ok() {
+                check_version(&head, &path.display().to_string())?;
+            }
+        }
         // Index entries for segments that are gone: inconsistent, rebuild.
         for kv in meta.scan_prefix(b"idx:") {
             let (k, _) = kv?;
@@ -218,6 +263,7 @@ impl PrimaryJournal {
                 broken: true,
             }),
             readers: Mutex::new(HashMap::new()),
+            recent: Mutex::new(Vec::new()),
         };
         if !rebuild && !pj.index.contains_key(COUNT_KEY)? && !pj.index.is_empty() {
             // An index from before the running count: count it once.
@@ -283,19 +329,32 @@ impl PrimaryJournal {
                     continue;
                 }
                 if let Record::Entry(e) = &s.record {
-                    let loc = Loc {
-                        seg,
-                        off: s.offset,
-                        len: s.len,
-                    };
-                    let key = self.key_of(e);
-                    // A record past `done` may already be indexed (a crash between the index
-                    // batch and the `meta` update): count it once.
-                    if from_zero || !self.index.contains_key(key)? {
-                        added += 1;
+                    let c0 = self.chunk_of(e.lba);
+                    if e.chunk_blocks as u64 != self.blocks_per_chunk
+                        || e.lba % self.blocks_per_chunk != 0
+                        || c0.checked_add(u64::from(e.chunks())).is_none()
+                    {
+                        return Err(JournalError::Corrupt {
+                            file: path.display().to_string(),
+                            offset: s.offset,
+                            reason: "entry not cut to this journal's chunks".into(),
+                        });
                     }
-                    batch.insert(&key[..], &loc.encode()[..]);
-                    rec.records_indexed += 1;
+                    for (idx, key) in self.keys_of(e).enumerate() {
+                        let loc = Loc {
+                            seg,
+                            off: s.offset,
+                            len: s.len,
+                            idx: idx as u32,
+                        };
+                        // A record past `done` may already be indexed (a crash between the
+                        // index batch and the `meta` update): count it once.
+                        if from_zero || !self.index.contains_key(key)? {
+                            added += 1;
+                        }
+                        batch.insert(&key[..], &loc.encode()[..]);
+                        rec.records_indexed += 1;
+                    }
                     rec.max_ts = rec.max_ts.max(e.ts);
                 }
             }
@@ -344,8 +403,11 @@ impl PrimaryJournal {
         lba / self.blocks_per_chunk
     }
 
-    fn key_of(&self, e: &Entry) -> [u8; KEY_LEN] {
-        index_key(self.chunk_of(e.lba), e.ts, e.port, e.seq)
+    /// The index keys of an entry, one per chunk, in chunk order.
+    fn keys_of<'a>(&self, e: &'a Entry) -> impl Iterator<Item = [u8; KEY_LEN]> + 'a {
+        let c0 = self.chunk_of(e.lba);
+        let end = c0.saturating_add(u64::from(e.chunks()));
+        (c0..end).map(move |c| index_key(c, e.ts, e.port, e.seq))
     }
 
     fn new_segment(&self, a: &mut Active) -> Result<()> {
@@ -378,49 +440,59 @@ impl PrimaryJournal {
         self.append_refs(&refs)
     }
 
-    /// As `append`, with each entry's status given beside it (no copy of the old data).
+    /// As `append`, with each entry's status given beside it (no copy of the old data: the
+    /// records are written with vectored writes straight from the entries).
     pub fn append_refs(&self, entries: &[(&Entry, Status)]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
+        for (e, _) in entries {
+            if e.chunk_blocks as u64 != self.blocks_per_chunk
+                || e.chunks() == 0
+                || e.lba % self.blocks_per_chunk != 0
+            {
+                return Err(JournalError::Config(
+                    "entry not cut to this journal's chunks".into(),
+                ));
+            }
+        }
         let mut a = self.active.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = sled::Batch::default();
-        // One segment write per call: size the buffer once instead of doubling it (a doubled
-        // 8 MiB partial journal kept a 16 MiB buffer per flush).
-        let need: usize = entries.iter().map(|(e, _)| e.data.len() + 128).sum();
-        let mut buf = Vec::with_capacity(need.min(self.segment_size as usize));
-        let mut locs = Vec::new();
+        let mut w = Pending::default();
         let mut max_ts = 0;
+        let mut keys = 0u64;
         let mut touched: Vec<(u64, u64)> = Vec::new();
         for &(e, status) in entries {
             if a.broken || a.len >= self.segment_size {
-                self.write_out(&mut a, &mut buf, &mut locs, &mut batch, &mut touched)?;
+                self.write_out(&mut a, &mut w, &mut batch, &mut touched)?;
                 self.new_segment(&mut a)?;
             }
-            let off = a.len + buf.len() as u64;
-            let before = buf.len();
-            encode_entry_with_status(e, status, &mut buf);
-            let len = (buf.len() - before) as u32;
-            locs.push((
-                self.key_of(e),
-                Loc {
+            let off = a.len + w.len;
+            let from = w.head.len();
+            encode_entry_head(e, status, &mut w.head);
+            let len = (w.head.len() - from + e.data.len()) as u32;
+            w.parts.push(Part::Head(from, w.head.len()));
+            w.parts.push(Part::Data(&e.data));
+            w.len += u64::from(len);
+            for (idx, key) in self.keys_of(e).enumerate() {
+                let loc = Loc {
                     seg: a.id,
                     off,
                     len,
-                },
-            ));
+                    idx: idx as u32,
+                };
+                w.locs.push((key, loc));
+                keys += 1;
+            }
             max_ts = max_ts.max(e.ts);
-            if a.len + buf.len() as u64 >= self.segment_size {
-                self.write_out(&mut a, &mut buf, &mut locs, &mut batch, &mut touched)?;
+            if a.len + w.len >= self.segment_size || w.parts.len() >= 4096 {
+                self.write_out(&mut a, &mut w, &mut batch, &mut touched)?;
             }
         }
-        self.write_out(&mut a, &mut buf, &mut locs, &mut batch, &mut touched)?;
+        self.write_out(&mut a, &mut w, &mut batch, &mut touched)?;
         drop(a);
         // Keys are (chunk, ts, port, seq) of new writes: each is new to the index.
-        batch.insert(
-            COUNT_KEY,
-            &(self.count()? + entries.len() as u64).to_be_bytes()[..],
-        );
+        batch.insert(COUNT_KEY, &(self.count()? + keys).to_be_bytes()[..]);
         self.index.apply_batch(batch)?;
         for (seg, end) in touched {
             self.meta.insert(seg_meta_key(seg), &end.to_be_bytes())?;
@@ -436,27 +508,36 @@ impl PrimaryJournal {
     fn write_out(
         &self,
         a: &mut Active,
-        buf: &mut Vec<u8>,
-        locs: &mut Vec<([u8; KEY_LEN], Loc)>,
+        w: &mut Pending<'_>,
         batch: &mut sled::Batch,
         touched: &mut Vec<(u64, u64)>,
     ) -> Result<()> {
-        if buf.is_empty() {
+        if w.parts.is_empty() {
             return Ok(());
         }
         let Some(file) = a.file.clone() else {
             a.broken = true;
             return Err(std::io::Error::other("no active journal segment").into());
         };
-        if let Err(e) = (&*file).write_all(buf).and_then(|_| file.sync_data()) {
+        let slices: Vec<&[u8]> = w
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Head(from, to) => &w.head[*from..*to],
+                Part::Data(d) => *d,
+            })
+            .collect();
+        if let Err(e) = write_all_parts(&file, &slices).and_then(|_| file.sync_data()) {
             // Start a fresh segment next time; recovery cuts any torn tail of this one.
             let _ = file.set_len(a.len);
             a.broken = true;
             return Err(e.into());
         }
-        a.len += buf.len() as u64;
-        buf.clear();
-        for (k, l) in locs.drain(..) {
+        a.len += w.len;
+        w.len = 0;
+        w.head.clear();
+        w.parts.clear();
+        for (k, l) in w.locs.drain(..) {
             batch.insert(&k[..], &l.encode()[..]);
         }
         touched.retain(|t| t.0 != a.id);
@@ -482,6 +563,45 @@ impl PrimaryJournal {
         }
     }
 
+    /// `first_after` for every chunk of `c0..=c1` with one ordered walk of the index (re-seeking
+    /// only past a chunk with many versions at or before `ts`).
+    pub fn first_after_range(&self, c0: u64, c1: u64, ts: u64) -> Result<Vec<Option<IndexHit>>> {
+        let n = (c1 - c0 + 1) as usize;
+        let mut out = vec![None; n];
+        if ts == u64::MAX {
+            return Ok(out);
+        }
+        const MAX_SKIP: u32 = 16;
+        let hi = index_key(c1, u64::MAX, u64::MAX, u64::MAX);
+        let mut it = self.index.range(index_key(c0, ts + 1, 0, 0)..=hi);
+        let mut c = c0;
+        let mut skipped = 0;
+        while c <= c1 {
+            let Some(kv) = it.next() else { break };
+            let (k, v) = kv?;
+            let (kc, kts, port, seq) = parse_key(&k).ok_or_else(|| self.bad_index())?;
+            if kc > c {
+                // Nothing after `ts` for the chunks in between.
+                c = kc;
+                skipped = 0;
+            }
+            if kc == c && kts > ts {
+                let loc = Loc::decode(&v).ok_or_else(|| self.bad_index())?;
+                out[(c - c0) as usize] = Some(((kts, port, seq), loc));
+                c += 1;
+                skipped = 0;
+                continue;
+            }
+            // A later version of a chunk already answered, or an earlier one of chunk `c`.
+            skipped += 1;
+            if skipped > MAX_SKIP && c <= c1 {
+                it = self.index.range(index_key(c, ts + 1, 0, 0)..=hi);
+                skipped = 0;
+            }
+        }
+        Ok(out)
+    }
+
     fn bad_index(&self) -> JournalError {
         JournalError::Corrupt {
             file: "index".into(),
@@ -500,13 +620,32 @@ impl PrimaryJournal {
         Ok(f)
     }
 
-    /// Read and verify the record at `loc`.
-    pub fn read_entry(&self, loc: Loc) -> Result<Entry> {
+    /// Read and verify the record at `loc` (any chunk of it). Recently read records are kept.
+    pub fn read_entry(&self, loc: Loc) -> Result<Arc<Entry>> {
+        {
+            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, e)) = recent.iter().find(|(l, _)| l.record() == loc.record()) {
+                return Ok(e.clone());
+            }
+        }
         let f = self.reader(loc.seg)?;
         let mut buf = vec![0u8; loc.len as usize];
         f.read_exact_at(&mut buf, loc.off)?;
         match decode_record(&buf) {
-            Ok((Record::Entry(e), _)) => Ok(e),
+            Ok((Record::Entry(e), _)) if loc.idx < e.chunks() => {
+                let e = Arc::new(e);
+                let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                if recent.len() >= RECORD_CACHE {
+                    recent.remove(0);
+                }
+                recent.push((loc, e.clone()));
+                Ok(e)
+            }
+            Ok((Record::Entry(_), _)) => Err(JournalError::Corrupt {
+                file: seg_path(&self.dir, loc.seg).display().to_string(),
+                offset: loc.off,
+                reason: "index points past the chunks of its record".into(),
+            }),
             Ok(_) => Err(JournalError::Corrupt {
                 file: seg_path(&self.dir, loc.seg).display().to_string(),
                 offset: loc.off,
@@ -586,6 +725,10 @@ impl PrimaryJournal {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&seg);
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(l, _)| l.seg != seg);
         std::fs::remove_file(seg_path(&self.dir, seg))?;
         self.meta.remove(seg_meta_key(seg))?;
         sync_dir(&self.dir)?;
@@ -609,11 +752,156 @@ mod tests {
             seq: ts,
             lba,
             blocks: 8,
+            chunk_blocks: 8,
             status: Status::Ok,
-            unallocated: false,
+            unallocated: super::super::record::no_unallocated(1),
             merged: false,
             invalid_ports: vec![],
             data: vec![byte; 4096],
+        }
+    }
+
+    /// One write over `chunks` chunks from `lba`: chunk k filled with `byte + k`, chunk
+    /// `hole` (if any) unallocated.
+    fn multi(ts: u64, lba: u64, chunks: u32, byte: u8, hole: Option<u32>) -> Entry {
+        let mut e = entry(ts, lba, byte);
+        e.blocks = 8 * chunks;
+        e.unallocated = super::super::record::no_unallocated(chunks);
+        e.data.clear();
+        for k in 0..chunks {
+            if Some(k) == hole {
+                e.set_unallocated(k);
+            } else {
+                e.data.extend(std::iter::repeat(byte + k as u8).take(4096));
+            }
+        }
+        e
+    }
+
+    fn chunk_byte(p: &PrimaryJournal, chunk: u64, after: u64) -> Option<(u64, Option<u8>)> {
+        let ((ts, _, _), loc) = p.first_after(chunk, after).unwrap()?;
+        let e = p.read_entry(loc).unwrap();
+        assert_eq!(e.first_chunk() + u64::from(loc.idx), chunk);
+        Some((ts, e.chunk_data(loc.idx, 512).unwrap().map(|d| d[0])))
+    }
+
+    #[test]
+    fn multi_chunk_records_are_indexed_per_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = seg_path(&dir.path().join("primary"), 1);
+        {
+            let (p, _) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+            p.append(&[multi(10, 0, 4, 10, Some(2)), multi(20, 16, 4, 20, None)])
+                .unwrap();
+            // Two records, eight index keys.
+            let (_, scan) = scan_segment(&std::fs::read(&seg).unwrap(), "t").unwrap();
+            assert_eq!(scan.records.len(), 2);
+            assert_eq!((p.len(), p.walk_len()), (8, 8));
+            assert_eq!(chunk_byte(&p, 0, 0), Some((10, Some(10))));
+            assert_eq!(chunk_byte(&p, 1, 0), Some((10, Some(11))));
+            assert_eq!(chunk_byte(&p, 2, 0), Some((10, None)), "unallocated chunk");
+            assert_eq!(chunk_byte(&p, 3, 0), Some((10, Some(13))));
+            // Chunks 2 and 3 are in both records: the earliest after the time wins.
+            assert_eq!(chunk_byte(&p, 3, 10), Some((20, Some(21))));
+            assert_eq!(chunk_byte(&p, 5, 0), Some((20, Some(23))));
+            assert_eq!(chunk_byte(&p, 6, 0), None);
+            // A third multi-chunk record, then a crash that tears it.
+            p.append(&[multi(30, 8, 3, 30, None)]).unwrap();
+        }
+        let len = std::fs::metadata(&seg).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 4000)
+            .unwrap();
+        std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+        let (p, r) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+        assert_eq!(r.torn_tails.len(), 1);
+        assert_eq!(
+            r.records_indexed, 8,
+            "the torn record's chunks are not indexed"
+        );
+        assert_eq!(chunk_byte(&p, 1, 0), Some((10, Some(11))));
+        assert_eq!(chunk_byte(&p, 1, 10), None);
+        assert_eq!(chunk_byte(&p, 4, 10), Some((20, Some(22))));
+        // The segment continues after the cut.
+        p.append(&[multi(40, 8, 2, 40, None)]).unwrap();
+        assert_eq!(chunk_byte(&p, 2, 20), Some((40, Some(41))));
+        let r = p.rebuild_index().unwrap();
+        assert_eq!((r.records_indexed, p.len()), (10, 10));
+        assert!(r.torn_tails.is_empty());
+    }
+
+    #[test]
+    fn range_lookup_matches_per_chunk_lookups() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+        // Chunk 3 gets 40 versions (forces re-seeks), others a few, chunk 7 none.
+        let mut es = Vec::new();
+        for t in 1..=40u64 {
+            es.push(entry(t, 3 * 8, t as u8));
+        }
+        for t in [5u64, 15, 25] {
+            es.push(multi(100 + t, 0, 3, 1, None));
+            es.push(multi(200 + t, 4 * 8, 3, 2, Some(1)));
+        }
+        es.push(entry(300, 8 * 8, 3));
+        p.append(&es).unwrap();
+        for ts in [0, 3, 20, 39, 40, 104, 105, 110, 210, 299, 300] {
+            let got = p.first_after_range(0, 9, ts).unwrap();
+            for c in 0..=9u64 {
+                assert_eq!(
+                    got[c as usize],
+                    p.first_after(c, ts).unwrap(),
+                    "chunk {c} ts {ts}"
+                );
+            }
+            let got = p.first_after_range(3, 5, ts).unwrap();
+            assert_eq!(got[1], p.first_after(4, ts).unwrap());
+        }
+    }
+
+    #[test]
+    fn misaligned_or_overflowing_entries_are_corrupt_not_a_panic() {
+        for lba in [4u64, u64::MAX - 7] {
+            let dir = tempfile::tempdir().unwrap();
+            drop(PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap());
+            let seg = seg_path(&dir.path().join("primary"), 1);
+            let mut buf = SegmentHeader {
+                kind: SegmentKind::Primary,
+                chunk_bytes: 4096,
+                id: 1,
+            }
+            .encode()
+            .to_vec();
+            super::super::record::encode_entry(&multi(1, lba, 2, 1, None), &mut buf);
+            std::fs::write(&seg, &buf).unwrap();
+            std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+            let r = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20);
+            if lba == 4 {
+                assert!(matches!(r, Err(JournalError::Corrupt { .. })));
+            }
+        }
+    }
+
+    #[test]
+    fn old_format_journal_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (p, _) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+            p.append(&[entry(1, 0, 1)]).unwrap();
+        }
+        let seg = seg_path(&dir.path().join("primary"), 1);
+        let mut buf = std::fs::read(&seg).unwrap();
+        buf[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let crc = crc32c::crc32c(&buf[0..24]);
+        buf[24..28].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&seg, &buf).unwrap();
+        match PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20) {
+            Err(JournalError::UnsupportedFormat { version: 1, .. }) => {}
+            Err(e) => panic!("wrong error {e}"),
+            Ok(_) => panic!("old format opened"),
         }
     }
 

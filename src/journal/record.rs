@@ -5,11 +5,15 @@
 //! followed by records `len u32 | kind u8 | crc32c u32 | payload[len]` (little endian). The
 //! checksum covers `len`, `kind` and the payload, so a torn or flipped record is detected and a
 //! scan stops cleanly before it.
+//!
+//! Format version 2: an entry record covers a run of whole chunks (one write, or a part of a
+//! very large one), with a per-chunk "unallocated" bitmap and the old data of the allocated
+//! chunks packed in chunk order. Version 1 (one record per chunk) is refused at open.
 
 use super::error::JournalError;
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RWNDJRNL";
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 pub const SEGMENT_HEADER_LEN: usize = 28;
 pub const RECORD_HEADER_LEN: usize = 9;
 /// Upper bound of one payload; a larger length field is corruption.
@@ -17,8 +21,11 @@ pub const MAX_PAYLOAD: usize = 64 << 20;
 
 const KIND_ENTRY: u8 = 1;
 const KIND_STATUS: u8 = 2;
-const FLAG_UNALLOCATED: u8 = 1;
 const FLAG_MERGED: u8 = 2;
+/// Most old-data bytes one entry record spans; a larger write is journaled as several records
+/// (all with the same `(ts, port, seq)`), so that reading one chunk of history never has to
+/// read and checksum more than this.
+pub const MAX_RECORD_SPAN: u64 = 256 << 10;
 
 /// Which journal a segment belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +70,10 @@ impl SegmentHeader {
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
         if version != FORMAT_VERSION {
-            return Err(format!("unsupported segment format version {version}"));
+            return Err(format!(
+                "unsupported segment format version {version} (this version of rewind reads \
+                 version {FORMAT_VERSION} only)"
+            ));
         }
         let kind = match b[10] {
             1 => SegmentKind::Partial,
@@ -107,23 +117,104 @@ impl Status {
     }
 }
 
-/// One journal entry: the old content of one chunk-aligned range, as it was just before the
-/// write stamped `ts` (by `port`, its `seq`-th write) changed it.
+/// One journal entry: the old content of a run of whole chunks, as it was just before the
+/// write stamped `ts` (by `port`, its `seq`-th write) changed it. A write spanning several
+/// chunks is one entry (one record); each of its chunks is indexed on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub ts: u64,
     pub port: u64,
     pub seq: u64,
+    /// First block of the first chunk.
     pub lba: u64,
+    /// Blocks covered: whole chunks (the last may be shorter at the end of the volume).
     pub blocks: u32,
+    /// Blocks per chunk of the journal that wrote it.
+    pub chunk_blocks: u32,
     pub status: Status,
-    /// The old range was never written (deallocated): no data is kept, it reads as zeros.
-    pub unallocated: bool,
+    /// Bit `k` (byte `k / 8`, bit `k % 8`): chunk `k` was never written (deallocated): no data
+    /// is kept for it, it reads as zeros. Exactly `chunks().div_ceil(8)` bytes.
+    pub unallocated: Vec<u8>,
     /// Entry produced by merging (it stands for a whole window).
     pub merged: bool,
     /// Ports whose partial journals were not valid during the window of a merged entry.
     pub invalid_ports: Vec<u64>,
+    /// Old data of the allocated chunks, in chunk order, packed (an unallocated chunk takes no
+    /// room).
     pub data: Vec<u8>,
+}
+
+/// An unallocated bitmap for `chunks` chunks with none set.
+pub fn no_unallocated(chunks: u32) -> Vec<u8> {
+    vec![0u8; (chunks as usize).div_ceil(8)]
+}
+
+impl Entry {
+    /// Number of chunks the entry covers.
+    pub fn chunks(&self) -> u32 {
+        if self.chunk_blocks == 0 {
+            return 0;
+        }
+        self.blocks.div_ceil(self.chunk_blocks)
+    }
+
+    /// The first chunk the entry covers.
+    pub fn first_chunk(&self) -> u64 {
+        self.lba / u64::from(self.chunk_blocks.max(1))
+    }
+
+    pub fn is_unallocated(&self, k: u32) -> bool {
+        self.unallocated
+            .get(k as usize / 8)
+            .is_some_and(|b| b & (1 << (k % 8)) != 0)
+    }
+
+    pub fn set_unallocated(&mut self, k: u32) {
+        if let Some(b) = self.unallocated.get_mut(k as usize / 8) {
+            *b |= 1 << (k % 8);
+        }
+    }
+
+    /// Every chunk unallocated.
+    pub fn all_unallocated(&self) -> bool {
+        (0..self.chunks()).all(|k| self.is_unallocated(k))
+    }
+
+    /// Blocks of chunk `k`.
+    pub fn blocks_of(&self, k: u32) -> u32 {
+        let start = k.saturating_mul(self.chunk_blocks);
+        self.chunk_blocks.min(self.blocks.saturating_sub(start))
+    }
+
+    /// Bytes of old data the entry should hold with blocks of `block_size` bytes.
+    pub fn expected_data_len(&self, block_size: usize) -> u64 {
+        (0..self.chunks())
+            .filter(|k| !self.is_unallocated(*k))
+            .map(|k| u64::from(self.blocks_of(k)) * block_size as u64)
+            .sum()
+    }
+
+    /// Old data of chunk `k`: `None` if it was unallocated; an error if the entry does not
+    /// hold it (malformed entry or wrong block size).
+    pub fn chunk_data(&self, k: u32, block_size: usize) -> Result<Option<&[u8]>, String> {
+        if k >= self.chunks() {
+            return Err(format!(
+                "chunk {k} outside an entry of {} chunks",
+                self.chunks()
+            ));
+        }
+        if self.is_unallocated(k) {
+            return Ok(None);
+        }
+        let before = (0..k).filter(|i| !self.is_unallocated(*i)).count();
+        let full = self.chunk_blocks as usize * block_size;
+        let from = before * full;
+        let len = self.blocks_of(k) as usize * block_size;
+        self.data
+            .get(from..from + len)
+            .map(Some)
+            .ok_or_else(|| "entry holds less old data than its chunks need".to_string())
+    }
 }
 
 /// A status record: the outcome of the write `(ts, port, seq)`.
@@ -165,27 +256,46 @@ pub fn encode_entry(e: &Entry, out: &mut Vec<u8>) {
 
 /// As `encode_entry`, with `status` in place of `e.status`.
 pub fn encode_entry_with_status(e: &Entry, status: Status, out: &mut Vec<u8>) {
+    let start = out.len();
+    encode_entry_head(e, status, out);
+    out.extend_from_slice(&e.data);
+    debug_assert_eq!(out.len() - start, entry_record_len(e));
+}
+
+/// Framed length of an entry record.
+pub fn entry_record_len(e: &Entry) -> usize {
+    RECORD_HEADER_LEN + 54 + 8 * e.invalid_ports.len() + e.unallocated.len() + e.data.len()
+}
+
+/// Append everything of an entry's framed record except its old data, which must follow it
+/// unchanged (`e.data`): the length and checksum already account for the data. Lets a caller
+/// write the record with `[head, e.data]` without copying the data.
+pub fn encode_entry_head(e: &Entry, status: Status, out: &mut Vec<u8>) {
     let start = begin(out, KIND_ENTRY);
     for v in [e.ts, e.port, e.seq, e.lba] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&e.blocks.to_le_bytes());
+    out.extend_from_slice(&e.chunk_blocks.to_le_bytes());
     out.push(status.to_u8());
-    let mut flags = 0;
-    if e.unallocated {
-        flags |= FLAG_UNALLOCATED;
-    }
-    if e.merged {
-        flags |= FLAG_MERGED;
-    }
-    out.push(flags);
+    out.push(if e.merged { FLAG_MERGED } else { 0 });
     out.extend_from_slice(&(e.invalid_ports.len() as u32).to_le_bytes());
     for p in &e.invalid_ports {
         out.extend_from_slice(&p.to_le_bytes());
     }
+    out.extend_from_slice(&(e.unallocated.len() as u32).to_le_bytes());
+    out.extend_from_slice(&e.unallocated);
     out.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&e.data);
-    finish(out, start);
+    let len = (out.len() - start - RECORD_HEADER_LEN + e.data.len()) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c_append(
+            crc32c::crc32c(&out[start..start + 5]),
+            &out[start + RECORD_HEADER_LEN..],
+        ),
+        &e.data,
+    );
+    out[start + 5..start + 9].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Append the framed encoding of a status update to `out`.
@@ -274,6 +384,7 @@ pub fn decode_record(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
             let seq = r.u64()?;
             let lba = r.u64()?;
             let blocks = r.u32()?;
+            let chunk_blocks = r.u32()?;
             let status = Status::from_u8(r.u8()?).ok_or_else(bad_status)?;
             let flags = r.u8()?;
             let n = r.u32()? as usize;
@@ -284,20 +395,46 @@ pub fn decode_record(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
             for _ in 0..n {
                 invalid_ports.push(r.u64()?);
             }
+            if chunk_blocks == 0 || blocks == 0 {
+                return Err(DecodeError::Corrupt("entry without chunks".into()));
+            }
+            let chunks = blocks.div_ceil(chunk_blocks) as usize;
+            let blen = r.u32()? as usize;
+            if blen != chunks.div_ceil(8) {
+                return Err(DecodeError::Corrupt("bad unallocated bitmap length".into()));
+            }
+            let unallocated = r.take(blen)?.to_vec();
             let dlen = r.u32()? as usize;
             let data = r.take(dlen)?.to_vec();
-            Record::Entry(Entry {
+            let e = Entry {
                 ts,
                 port,
                 seq,
                 lba,
                 blocks,
+                chunk_blocks,
                 status,
-                unallocated: flags & FLAG_UNALLOCATED != 0,
+                unallocated,
                 merged: flags & FLAG_MERGED != 0,
                 invalid_ports,
                 data,
-            })
+            };
+            // The data must be whole blocks of the allocated chunks (of some block size).
+            let alloc_blocks: u64 = (0..e.chunks())
+                .filter(|k| !e.is_unallocated(*k))
+                .map(|k| u64::from(e.blocks_of(k)))
+                .sum();
+            let fits = if alloc_blocks == 0 {
+                dlen == 0
+            } else {
+                dlen as u64 % alloc_blocks == 0
+            };
+            if !fits {
+                return Err(DecodeError::Corrupt(
+                    "old data length does not match the entry's chunks".into(),
+                ));
+            }
+            Record::Entry(e)
         }
         KIND_STATUS => Record::Status(StatusUpdate {
             ts: r.u64()?,
@@ -370,8 +507,29 @@ pub fn scan_records(buf: &[u8], base: u64) -> ScanResult {
     }
 }
 
+/// The format version a segment header claims, if it is a segment header at all.
+pub fn segment_version(b: &[u8]) -> Option<u16> {
+    if b.len() < SEGMENT_HEADER_LEN || b[0..8] != SEGMENT_MAGIC {
+        return None;
+    }
+    Some(u16::from_le_bytes([b[8], b[9]]))
+}
+
+/// `UnsupportedFormat` if `b` is the header of a segment of another format version.
+pub fn check_version(b: &[u8], file: &str) -> Result<(), JournalError> {
+    match segment_version(b) {
+        Some(version) if version != FORMAT_VERSION => Err(JournalError::UnsupportedFormat {
+            file: file.to_string(),
+            version,
+            supported: FORMAT_VERSION,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Scan a whole segment file image (header included).
 pub fn scan_segment(buf: &[u8], file: &str) -> Result<(SegmentHeader, ScanResult), JournalError> {
+    check_version(buf, file)?;
     let header = SegmentHeader::decode(buf).map_err(|reason| JournalError::Corrupt {
         file: file.to_string(),
         offset: 0,
@@ -395,31 +553,44 @@ mod tests {
     }
 
     fn arb_record() -> impl Strategy<Value = Record> {
+        // A run of 1..=10 chunks of 1..=8 blocks (the last possibly short), random
+        // unallocated chunks, blocks of 1..=16 bytes.
+        let shape = (1u32..=8, 1u32..=10, 0u32..8, 1usize..=16, any::<u16>());
         let entry = (
             any::<u64>(),
             any::<u64>(),
             any::<u64>(),
             any::<u64>(),
-            any::<u32>(),
             arb_status(),
             any::<bool>(),
-            any::<bool>(),
             proptest::collection::vec(any::<u64>(), 0..3),
-            proptest::collection::vec(any::<u8>(), 0..300),
+            shape,
+            any::<u8>(),
         )
-            .prop_map(|(ts, port, seq, lba, blocks, status, u, m, ip, data)| {
-                Record::Entry(Entry {
+            .prop_map(|(ts, port, seq, lba, status, m, ip, shape, fill)| {
+                let (cb, chunks, short, bs, bits) = shape;
+                let blocks = cb * chunks - short.min(cb - 1);
+                let mut e = Entry {
                     ts,
                     port,
                     seq,
                     lba,
                     blocks,
+                    chunk_blocks: cb,
                     status,
-                    unallocated: u,
+                    unallocated: no_unallocated(chunks),
                     merged: m,
                     invalid_ports: ip,
-                    data,
-                })
+                    data: Vec::new(),
+                };
+                for k in 0..chunks {
+                    if bits & (1 << k) != 0 {
+                        e.set_unallocated(k);
+                    }
+                }
+                let n = e.expected_data_len(bs) as usize;
+                e.data = (0..n).map(|i| fill.wrapping_add(i as u8)).collect();
+                Record::Entry(e)
             });
         let status = (any::<u64>(), any::<u64>(), any::<u64>(), arb_status()).prop_map(
             |(ts, port, seq, status)| {
@@ -463,6 +634,60 @@ mod tests {
         bad[17] ^= 1;
         assert!(SegmentHeader::decode(&bad).is_err());
         assert!(SegmentHeader::decode(&b[..10]).is_err());
+    }
+
+    #[test]
+    fn multi_chunk_entry_addresses_each_chunk() {
+        // 4 chunks of 8 blocks (the last 5 blocks), chunk 1 unallocated, 2-byte blocks.
+        let mut e = Entry {
+            ts: 1,
+            port: 2,
+            seq: 3,
+            lba: 64,
+            blocks: 29,
+            chunk_blocks: 8,
+            status: Status::Pending,
+            unallocated: no_unallocated(4),
+            merged: false,
+            invalid_ports: vec![],
+            data: Vec::new(),
+        };
+        e.set_unallocated(1);
+        assert_eq!((e.chunks(), e.first_chunk()), (4, 8));
+        assert_eq!(e.expected_data_len(2), (8 + 8 + 5) * 2);
+        e.data = (0..42u8).collect();
+        assert_eq!(e.chunk_data(0, 2).unwrap().unwrap(), &e.data[0..16]);
+        assert_eq!(e.chunk_data(1, 2).unwrap(), None);
+        assert_eq!(e.chunk_data(2, 2).unwrap().unwrap(), &e.data[16..32]);
+        assert_eq!(e.chunk_data(3, 2).unwrap().unwrap(), &e.data[32..42]);
+        assert!(e.chunk_data(4, 2).is_err());
+        assert!(e.chunk_data(3, 4).is_err(), "wrong block size: no panic");
+        let mut buf = Vec::new();
+        encode_entry(&e, &mut buf);
+        assert_eq!(buf.len(), entry_record_len(&e));
+        let (r, n) = decode_record(&buf).unwrap();
+        assert_eq!((r, n), (Record::Entry(e.clone()), buf.len()));
+        // A data length that fits no block size is corruption, not a panic later.
+        let mut bad = e.clone();
+        bad.data.pop();
+        let mut buf = Vec::new();
+        encode_entry(&bad, &mut buf);
+        assert!(matches!(decode_record(&buf), Err(DecodeError::Corrupt(_))));
+    }
+
+    #[test]
+    fn old_format_version_is_refused() {
+        let mut b = SegmentHeader {
+            kind: SegmentKind::Primary,
+            chunk_bytes: 4096,
+            id: 1,
+        }
+        .encode();
+        b[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..24]);
+        b[24..28].copy_from_slice(&crc.to_le_bytes());
+        let err = SegmentHeader::decode(&b).unwrap_err();
+        assert!(err.contains("format version 1"), "{err}");
     }
 
     proptest! {

@@ -695,3 +695,178 @@ fn segments_torn_before_their_header_are_recovered() {
     js.write(port(1), 8, &[9u8; BS], true).unwrap();
     assert_eq!(read_all(&js)[8 * BS], 9);
 }
+
+/// Entry records (not status records) in every segment file of `dir`.
+fn entry_records(dir: &std::path::Path) -> Vec<record::Entry> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let (_, scan) = record::scan_segment(&std::fs::read(&f).unwrap(), "t").unwrap();
+        for s in scan.records {
+            if let record::Record::Entry(e) = s.record {
+                out.push(e);
+            }
+        }
+    }
+    out
+}
+
+fn prefill(vol: &MemStore, blocks: u64) -> Vec<u8> {
+    let content: Vec<u8> = (0..blocks as usize * BS).map(|i| (i / BS) as u8).collect();
+    vol.write(IoOrigin::default(), 0, &content, false).unwrap();
+    content
+}
+
+/// A write over several chunks is one record in the partial journal and in the primary; a
+/// crash that tears the last such record loses only that write, and the earlier one is
+/// replayed whole.
+#[test]
+fn multi_chunk_write_is_one_record_and_survives_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = MemStore::new(64);
+    let before = prefill(&vol, 64);
+    let wall = FakeWall::new(1_000_000_000);
+    let mut cfg = test_cfg();
+    cfg.commit_interval = ms(60_000);
+    cfg.partial_flush_interval = ms(60_000);
+    let js = JournaledStore::open_with_clock(dir.path(), vol.clone(), cfg.clone(), wall.clone())
+        .unwrap();
+    // Blocks 4..44: chunks 0..=5, partly covering the first and the last.
+    js.write(port(1), 4, &[0xaa; 40 * BS], true).unwrap();
+    let t1 = js.last_stamp();
+    wall.advance(10);
+    js.write(port(1), 8, &[0xbb; 24 * BS], false).unwrap();
+    let partial = entry_records(&dir.path().join("partial"));
+    assert_eq!(partial.len(), 2, "one record per write");
+    assert_eq!((partial[0].chunks(), partial[0].lba), (6, 0));
+    assert_eq!(partial[0].data, before[..48 * BS]);
+    assert_eq!(partial[1].chunks(), 3);
+    js.crash();
+    // Tear the second write's record (and its status record after it).
+    let file = std::fs::read_dir(dir.path().join("partial"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len - 200)
+        .unwrap();
+    let js = JournaledStore::open_with_clock(dir.path(), vol.clone(), cfg, wall.clone()).unwrap();
+    assert_eq!(js.recovery_report().replayed_entries, 6);
+    assert_eq!(js.primary_entries(), 6);
+    let primary = entry_records(&dir.path().join("primary"));
+    assert_eq!(primary.len(), 1);
+    assert_eq!(primary[0].chunks(), 6);
+    assert_eq!(read_all(&*js.view_at(t1 - 1).unwrap()), before);
+    let mut now = before.clone();
+    now[4 * BS..44 * BS].fill(0xaa);
+    assert_eq!(
+        read_all(&js),
+        now,
+        "the torn write never reached the volume"
+    );
+    assert_eq!(read_all(&*js.view_at(t1).unwrap()), now);
+}
+
+/// A write larger than `MAX_RECORD_SPAN` is journaled as a few bounded records, all with the
+/// write's stamp.
+#[test]
+fn huge_write_is_split_into_bounded_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = 4096u64;
+    let vol = MemStore::new(blocks);
+    let before = prefill(&vol, blocks);
+    let js = JournaledStore::open(dir.path(), vol.clone(), test_cfg()).unwrap();
+    let len = 600 << 10;
+    js.write(port(1), 16, &vec![5u8; len], false).unwrap();
+    let t = js.last_stamp();
+    js.flush_partials().unwrap();
+    let es = entry_records(&dir.path().join("primary"));
+    let span = record::MAX_RECORD_SPAN as usize;
+    assert_eq!(es.len(), len.div_ceil(span));
+    assert!(es.iter().all(|e| e.ts == t && e.seq == es[0].seq));
+    assert!(es.iter().all(|e| e.data.len() <= span));
+    assert_eq!(
+        es.iter().map(|e| u64::from(e.chunks())).sum::<u64>(),
+        js.primary_entries() as u64
+    );
+    assert_eq!(read_all(&*js.view_at(t - 1).unwrap()), before);
+}
+
+/// The merge drops one chunk's key of a multi-chunk record and keeps another: the segment
+/// holding the record stays, and views still read the live chunk from it.
+#[test]
+fn merge_keeps_a_record_alive_for_one_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = 4096u64;
+    let vol = MemStore::new(blocks);
+    let before = prefill(&vol, blocks);
+    // All writes below fall into one 2 ms window of the first tier.
+    let wall = FakeWall::new(10_000_000_001);
+    let js =
+        JournaledStore::open_with_clock(dir.path(), vol.clone(), test_cfg(), wall.clone()).unwrap();
+    let t0 = js.last_stamp();
+    let chunk = |c: u64, byte: u8| (c * 8, vec![byte; 8 * BS]);
+    let put = |c: u64, byte: u8| {
+        let (lba, d) = chunk(c, byte);
+        js.write(port(1), lba, &d, false).unwrap();
+    };
+    put(0, 0x22); // E0: the earliest entry for chunk 0 in the window
+    put(101, 0x01); // the earliest for chunks 101 and 103
+    put(103, 0x01);
+    js.flush_partials().unwrap();
+    for i in 0..300 {
+        put(100, i as u8); // fills segment 1 and spills into segment 2
+    }
+    js.flush_partials().unwrap();
+    // E1 over chunks 0 and 1: its chunk 0 is not the earliest in the window, its chunk 1 is.
+    js.write(port(1), 0, &[0x33; 16 * BS], false).unwrap();
+    let t1 = js.last_stamp();
+    js.flush_partials().unwrap();
+    for i in 0..300 {
+        put(101, i as u8); // fills segment 2, later entries go to segment 3
+    }
+    js.flush_partials().unwrap();
+    for i in 0..300 {
+        put(103, i as u8); // fills segment 3 (nothing live in it), then segment 4
+    }
+    js.flush_partials().unwrap();
+    let e1_seg = {
+        let mut segs: Vec<_> = std::fs::read_dir(dir.path().join("primary"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        segs.sort();
+        assert!(segs.len() >= 4, "{segs:?}");
+        segs.into_iter()
+            .find(|p| {
+                let (_, scan) = record::scan_segment(&std::fs::read(p).unwrap(), "t").unwrap();
+                scan.records.iter().any(|s| {
+                    matches!(&s.record, record::Record::Entry(e) if e.ts == t1 && e.chunks() == 2)
+                })
+            })
+            .expect("E1's segment")
+    };
+    assert!(t1 - t0 < 2000, "one window");
+    wall.advance(50_000);
+    let report = js.merge().unwrap();
+    assert_eq!(report.dropped, 900, "{report:?}");
+    assert!(!report.segments_deleted.is_empty(), "{report:?}");
+    assert!(e1_seg.exists(), "E1's chunk 1 is live: its segment stays");
+    // Every point in the window reads as the window start.
+    assert_eq!(read_all(&*js.view_at(t1).unwrap()), before);
+    assert_eq!(
+        js.primary_entries(),
+        5,
+        "E0, E1's chunk 1, one each of 100, 101, 103"
+    );
+}

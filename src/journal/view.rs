@@ -2,8 +2,8 @@
 //!
 //! Block `b` at time `T` is the old data of the first journal entry for `b`'s chunk stamped
 //! after `T` (that entry saved what `T` saw), else the current content. Nothing is built when
-//! a view is created; each read looks its chunks up (an ordered range lookup per chunk), and the
-//! answer stays right while new writes arrive, since they are all stamped after `T`.
+//! a view is created; each read looks its chunks up (one ordered walk of the index per read),
+//! and the answer stays right while new writes arrive, since they are all stamped after `T`.
 
 use super::error::Result;
 use super::store::{ChunkAt, Shared};
@@ -54,19 +54,13 @@ impl BlockStore for JournalView {
         if lba.checked_add(blocks).map_or(true, |e| e > s.num_blocks) {
             return Err(StorageError::OutOfRange { lba, blocks });
         }
+        // At most this many chunks per batched lookup.
+        const BATCH: u64 = 256;
         let mut b = lba;
         while b < lba + blocks {
-            let c = b / s.bpc;
-            let (clba, cblocks) = s.chunk_range(c);
-            let end = (lba + blocks).min(clba + cblocks);
+            let end = (lba + blocks).min((b / s.bpc + BATCH) * s.bpc);
             let dst = &mut buf[((b - lba) as usize) * bs..((end - lba) as usize) * bs];
-            match self.chunk(c)? {
-                ChunkAt::Unallocated => dst.fill(0),
-                ChunkAt::Data(d) => {
-                    let o = ((b - clba) as usize) * bs;
-                    dst.copy_from_slice(&d[o..o + dst.len()]);
-                }
-            }
+            s.read_at(b, dst, self.ts)?;
             b = end;
         }
         Ok(())
