@@ -639,14 +639,14 @@ fn a_filesystem_short_of_space_trims_the_oldest_history() {
     let before = seg_bytes();
     assert!(before > 4 << 20, "enough history to trim ({before} bytes)");
     assert!(js.merge().unwrap().quota_horizon.is_none(), "room enough");
-    // Now the filesystem is 100 MiB with 8 MiB free (10% wanted): 2 MiB short plus 5 MiB of
+    // Now the filesystem is 40 MiB with 3 MiB free (10% wanted): 1 MiB short plus 2 MiB of
     // slack must go. The background flusher does it without being asked.
     *fake.0.lock().unwrap() = space::FsSpace {
-        available: 8 << 20,
-        total: 100 << 20,
+        available: 3 << 20,
+        total: 40 << 20,
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while js.oldest_point() <= marks[0].0 || seg_bytes() + (7 << 20) > before {
+    while js.oldest_point() <= marks[0].0 || seg_bytes() + (3 << 20) > before {
         assert!(
             std::time::Instant::now() < deadline,
             "the flusher never trimmed the journal"
