@@ -681,7 +681,13 @@ async fn writes_racing_with_the_intervals_are_never_lost() {
             n
         }));
     }
+    // At least 3 s of writes, and until six intervals were shipped while they ran (slow
+    // machines apply fewer updates per second).
     tokio::time::sleep(Duration::from_millis(3000)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pstatus(&p).updates < 7 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     stop.store(true, Ordering::SeqCst);
     let mut writes = 0;
     for w in writers {
