@@ -442,12 +442,13 @@ fn print_replication(r: &serde_json::Value) {
         );
         if let Some(last) = p["recent"].as_array().and_then(|a| a.last()) {
             println!(
-                "    last update: {} at {}: {} extents, {} data bytes, {} wire bytes; journal grew {} bytes",
+                "    last update: {} at {}: {} extents, {} data bytes, {} wire bytes, {} bytes read; journal grew {} bytes",
                 last["kind"].as_str().unwrap_or("?"),
                 last["point"].as_str().unwrap_or("?"),
                 last["extents"],
                 last["data_bytes"],
                 last["wire_bytes"],
+                last["read_bytes"],
                 last["journal_growth_bytes"],
             );
         }

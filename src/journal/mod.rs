@@ -9,6 +9,7 @@
 //! - `partial`: one partial journal per port (I_T nexus), flushed into the primary journal.
 //! - `primary`: the primary journal: segment files plus a rebuildable sled index.
 //! - `cache`: the dirty cache of new data waiting for its journal entries to be durable.
+//! - [`changes`]: which extents were written since a point, and the settled stamp (replication).
 //! - [`store`]: [`JournaledStore`], the write path, recovery, bookmarks, restore.
 //! - [`view`]: point-in-time read-only views.
 //! - [`retention`] and [`merge`]: the retention policy and the merge that applies it.
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+pub mod changes;
 pub mod clock;
 mod config;
 mod error;
@@ -34,6 +36,7 @@ pub mod view;
 #[cfg(test)]
 mod tests;
 
+pub use changes::ChangeSubscription;
 pub use clock::{StampClock, SystemClock, WallClock};
 pub use config::JournalConfig;
 pub use error::JournalError;

@@ -2,6 +2,7 @@
 //! write) before the new data may reach the volume.
 
 use super::cache::{DirtyCache, DirtyChunk, CLEAN, DATA, UNMAPPED};
+use super::changes::{ChangeSubscription, ChangeTracker};
 use super::clock::{StampClock, SystemClock, WallClock};
 use super::config::JournalConfig;
 use super::error::{JournalError, Result};
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
     born: u64,
     /// Free space of the journal's filesystem (`min_free_percent`).
     space: Mutex<Arc<dyn SpaceProbe>>,
+    /// Writes in flight and extents written, for replication.
+    changes: Arc<ChangeTracker>,
 }
 
 /// The journal's birth stamp from `DIR/born`, written (and made durable) on first open.
@@ -190,6 +193,7 @@ impl JournaledStore {
             last_mark_gen: AtomicU64::new(u64::MAX),
             born,
             space: Mutex::new(Arc::new(FsProbe(dir.to_path_buf()))),
+            changes: Arc::default(),
         });
         let bg = shared.clone();
         let flusher = std::thread::Builder::new()
@@ -236,6 +240,19 @@ impl JournaledStore {
     /// The newest stamp handed out.
     pub fn last_stamp(&self) -> u64 {
         self.shared.clock.last()
+    }
+
+    /// The newest stamp at or before which every write has completed: a view at it holds
+    /// every write stamped up to it, and no write is half-way in.
+    pub fn settled_stamp(&self) -> u64 {
+        self.shared.changes.settled(&self.shared.clock)
+    }
+
+    /// Track which extents of `extent_blocks` blocks are written from now on (writes in flight
+    /// included), for shipping only what changed; see [`ChangeSubscription::take`]. Past
+    /// `max_extents` marked extents it reports "unknown" instead of listing them.
+    pub fn subscribe_changes(&self, extent_blocks: u64, max_extents: usize) -> ChangeSubscription {
+        self.shared.changes.subscribe(extent_blocks, max_extents)
     }
 
     /// A read-only view of the volume as it was at `ts` (µs since the epoch). Cheap: nothing
@@ -570,8 +587,8 @@ impl Shared {
         let bs = self.block_size;
         // 1. Lock the chunk range.
         let guards = self.lock_chunks(c0, c1);
-        // 2. Stamp while holding the lock.
-        let ts = self.clock.stamp();
+        // 2. Stamp while holding the lock (in flight for change tracking until step 6).
+        let (ts, tracked) = self.changes.begin(&self.clock, lba, blocks);
         // 3. Old data of the covering chunks: cached chunks from the dirty cache (one lock),
         //    the rest from the volume with one allocation query and one read per run.
         let n = (c1 - c0 + 1) as usize;
@@ -778,6 +795,7 @@ impl Shared {
         let _ = lock(&pj).set_status(ts, seq, Status::Ok);
         let gen = self.gen.fetch_add(1, Ordering::SeqCst) + 1;
         drop(guards);
+        drop(tracked);
         let partial_bytes = lock(&pj).bytes;
         if cache_bytes >= self.cfg.dirty_cache_limit || partial_bytes >= self.cfg.partial_capacity {
             self.kick();

@@ -339,22 +339,47 @@ fn receive(
         let mut st = lock(&sv.status);
         st.data_bytes_received += bytes;
     }
-    apply(&svc.reg, sv, layout, &pending)
+    apply(&svc.reg, sv, layout, &pending, abort_hook())
 }
 
-/// Apply the verified pending update to the volume, flush, bookmark, record.
-fn apply(reg: &Registry, sv: &SecondaryVolume, layout: &Layout, p: &Pending) -> Result<(), String> {
+/// Crash tests only: `REWIND_TEST_ABORT_APPLYING=N` in the secondary's environment makes the
+/// process abort after applying `N` extents of an update it received (never while re-applying
+/// at start), as a crash while applying would. Unset, it does nothing.
+fn abort_hook() -> Option<u64> {
+    std::env::var("REWIND_TEST_ABORT_APPLYING")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Apply the verified pending update to the volume, flush, bookmark, record. `abort_after`:
+/// see [`abort_hook`].
+fn apply(
+    reg: &Registry,
+    sv: &SecondaryVolume,
+    layout: &Layout,
+    p: &Pending,
+    abort_after: Option<u64>,
+) -> Result<(), String> {
     let _apply = lock(&sv.apply);
     if lock(&sv.state).role == Role::Promoted {
         return Err("the volume was promoted; update not applied".into());
     }
     let (v, j) = journal_of(reg, &sv.name)?;
     let (pu, pj) = pending_paths(sv);
+    let mut done = 0u64;
     buffer::for_each(&pu, layout, &mut |e, data| {
+        if abort_after == Some(done) {
+            tracing::error!(volume = %sv.name, seq = p.seq, applied = done, "REWIND_TEST_ABORT_APPLYING: aborting while applying");
+            std::process::abort();
+        }
         let (lba, _) = layout.extent_range(e);
         v.store
             .write(IoOrigin::default(), lba, data, false)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        done += 1;
+        Ok(())
     })?;
     v.store.flush().map_err(|e| e.to_string())?;
     j.bookmark(&format!("repl-{}", p.to))
@@ -390,7 +415,7 @@ pub fn recover(reg: &Registry, sv: &SecondaryVolume) -> Result<(), String> {
     };
     if buffer::verify(&pu, &p.sha256).unwrap_or(false) && lock(&sv.state).role == Role::Secondary {
         tracing::warn!(volume = %sv.name, seq = p.seq, "applying an update a crash interrupted");
-        apply(reg, sv, &layout, &p)
+        apply(reg, sv, &layout, &p, None)
     } else {
         tracing::warn!(volume = %sv.name, seq = p.seq, "dropping an unverifiable pending update; the next resync repairs the volume");
         let _ = std::fs::remove_file(&pu);

@@ -1,15 +1,16 @@
 //! The primary side: connect, authenticate, agree on geometry, resync by digest, then ship one
 //! consolidated update per interval.
 //!
-//! Consolidation: an interval's update holds, for each extent whose content at the interval's
-//! end differs from what the secondary has, the extent as read from `view_at(t_end)`. However
-//! often a block was overwritten in the interval, only its newest data is shipped, once.
+//! Consolidation: an interval's update holds each extent written since the last shipped point,
+//! read once from `view_at(t_end)`. However often a block was overwritten in the interval, only
+//! its newest data is shipped, once.
 //!
-//! Finding the changed extents: the journal has no public "chunks changed in (t1, t2]" query
-//! yet, so the primary keeps the digest of every extent as the secondary has it (from the
-//! resync, updated after each applied update) and digests the view at `t_end` each interval.
-//! That reads the whole volume once per interval: correct, and cheap for small volumes only
-//! (see `docs/replication.md`).
+//! Finding the changed extents: the session subscribes to the journal's change tracking
+//! ([`JournaledStore::subscribe_changes`]) before the resync's point is chosen, and each
+//! interval takes the extents written up to its end point; writes after that point stay marked
+//! for the next interval. An interval reads and ships what was written, not the volume. A
+//! (re)connection compares the whole volume by digest, as does an interval after more was
+//! written than the tracking holds (see `docs/replication.md`).
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
@@ -22,7 +23,7 @@ use super::digest::{self, Digest, Layout};
 use super::state::Shipped;
 use super::wire::{Conn, Msg, UpdateKind};
 use super::{auth, journal_of, lock, PrimaryTask, Service};
-use crate::journal::JournaledStore;
+use crate::journal::{JournalView, JournaledStore};
 use crate::storage::BlockStore;
 use crate::volume::format_stamp;
 
@@ -30,8 +31,9 @@ use crate::volume::format_stamp;
 const RECENT: usize = 16;
 /// Data per UpdateData frame.
 const BATCH_BYTES: usize = 4 << 20;
-/// Wait after choosing a point so that writes stamped at or before it have finished.
-const SETTLE: Duration = Duration::from_millis(20);
+/// Changed extents tracked per pairing before falling back to a digest resync (64 GiB of
+/// 64 KiB extents; about 40 bytes of memory each).
+const MAX_TRACKED_EXTENTS: usize = 1 << 20;
 
 /// Run a pairing until it is stopped: reconnect with backoff after any failure.
 pub fn run(svc: &Service, task: &PrimaryTask) {
@@ -81,17 +83,18 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// The point an update ends at: the newest consistency mark (SYNCHRONIZE CACHE) after the last
-/// shipped point if there is one, else the newest stamp.
+/// shipped point if there is one, else the newest settled stamp (every write stamped at or
+/// before it has completed, so the view at it is exact).
 fn choose_point(j: &JournaledStore, after: Option<u64>) -> Result<u64, String> {
-    let newest = j.last_stamp().max(j.born());
+    let settled = j.settled_stamp().max(j.born());
     if let Some(a) = after {
-        if let Ok(marks) = j.consistency_marks(a + 1, newest) {
+        if let Ok(marks) = j.consistency_marks(a + 1, settled) {
             if let Some(m) = marks.last() {
                 return Ok(*m);
             }
         }
     }
-    Ok(newest)
+    Ok(settled)
 }
 
 fn session(svc: &Service, task: &PrimaryTask) -> Result<(), String> {
@@ -190,17 +193,78 @@ fn session(svc: &Service, task: &PrimaryTask) -> Result<(), String> {
         other => return Err(unexpected(&other)),
     }
 
-    // Resync: find what differs by digest, ship only that.
+    // Change tracking starts before the resync's point is chosen: every write after that
+    // point is marked, and the resync covers every write before it.
+    let changes = j.subscribe_changes(layout.extent_blocks(), MAX_TRACKED_EXTENTS);
     lock(&task.status).state = "resyncing".into();
     let t0 = choose_point(&j, None)?;
-    std::thread::sleep(SETTLE);
     let view = j.view(t0).map_err(|e| e.to_string())?;
-    let t0 = view.point();
+    let mut shipped = view.point();
+    resync(task, &mut conn, &layout, &view)?;
+    // Covered by the resync; writes after its point stay marked.
+    let _ = changes.take(shipped);
+    lock(&task.status).state = "streaming".into();
+
+    // Intervals: only the extents written since the last shipped point.
+    let interval = Duration::from_millis(p.interval_ms);
+    let mut journal_size = dir_bytes(&svc.reg.dd.volume_dir(&p.volume).join("journal"));
+    loop {
+        if !svc.nap(task, interval) {
+            return Ok(());
+        }
+        if j.settled_stamp() <= shipped {
+            continue;
+        }
+        let t = choose_point(&j, Some(shipped))?;
+        let start = Instant::now();
+        let view = j.view(t).map_err(|e| e.to_string())?;
+        let t = view.point();
+        if t <= shipped {
+            continue;
+        }
+        let Some(extents) = changes.take(t) else {
+            // Too much was written to list it: compare the whole volume instead.
+            tracing::info!(volume = %p.volume, "too many changed extents to track; resyncing by digest");
+            resync(task, &mut conn, &layout, &view)?;
+            shipped = t;
+            continue;
+        };
+        let size = dir_bytes(&svc.reg.dd.volume_dir(&p.volume).join("journal"));
+        let growth = size.saturating_sub(journal_size);
+        journal_size = size;
+        let wire0 = conn.sent + conn.received;
+        ship(
+            task,
+            &mut conn,
+            &layout,
+            &view,
+            UpdateKind::Interval,
+            t,
+            &extents,
+            Cost {
+                start,
+                wire0,
+                read_bytes: 0,
+                journal_growth_bytes: growth,
+            },
+        )?;
+        shipped = t;
+    }
+}
+
+/// Digest resync at the view's point: compare every extent with the secondary's by SHA-256
+/// (per group, then per extent) and ship those that differ. Reads the whole volume.
+fn resync(
+    task: &PrimaryTask,
+    conn: &mut Conn,
+    layout: &Layout,
+    view: &JournalView,
+) -> Result<(), String> {
     let start = Instant::now();
     let wire0 = conn.sent + conn.received;
-    let local = digest::extent_digests(&view, &layout).map_err(|e| e.to_string())?;
-    let remote_groups = ask_digests(&mut conn, &Msg::GroupDigests, layout.groups())?;
-    let local_groups = digest::group_digests(&layout, &local);
+    let local = digest::extent_digests(view, layout).map_err(|e| e.to_string())?;
+    let remote_groups = ask_digests(conn, &Msg::GroupDigests, layout.groups())?;
+    let local_groups = digest::group_digests(layout, &local);
     let groups: Vec<u64> = (0..layout.groups())
         .filter(|&g| local_groups[g as usize] != remote_groups[g as usize])
         .collect();
@@ -208,7 +272,7 @@ fn session(svc: &Service, task: &PrimaryTask) -> Result<(), String> {
     for batch in groups.chunks(4096) {
         let want: u64 = batch.iter().map(|&g| layout.group(g).count() as u64).sum();
         let remote = ask_digests(
-            &mut conn,
+            conn,
             &Msg::ExtentDigests {
                 groups: batch.to_vec(),
             },
@@ -217,69 +281,39 @@ fn session(svc: &Service, task: &PrimaryTask) -> Result<(), String> {
         let mut i = 0;
         for &g in batch {
             for e in layout.group(g) {
-                if remote[i] != local[e as usize] {
+                if remote.get(i) != local.get(e as usize) {
                     differ.push(e);
                 }
                 i += 1;
             }
         }
     }
-    let mut table: Vec<Digest> = local;
-    let mut journal_size = dir_bytes(&svc.reg.dd.volume_dir(&p.volume).join("journal"));
+    let volume_bytes = layout.num_blocks * u64::from(layout.block_size);
     ship(
-        svc,
         task,
-        &mut conn,
-        &layout,
-        &view,
+        conn,
+        layout,
+        view,
         UpdateKind::Resync,
-        t0,
+        view.point(),
         &differ,
-        start,
-        wire0,
-        0,
-    )?;
-    let mut shipped = t0;
-    lock(&task.status).state = "streaming".into();
-
-    // Intervals.
-    let interval = Duration::from_millis(p.interval_ms);
-    loop {
-        if !svc.nap(task, interval) {
-            return Ok(());
-        }
-        if j.last_stamp() <= shipped {
-            continue;
-        }
-        let t = choose_point(&j, Some(shipped))?;
-        std::thread::sleep(SETTLE);
-        let start = Instant::now();
-        let view = j.view(t).map_err(|e| e.to_string())?;
-        let t = view.point();
-        let now = digest::extent_digests(&view, &layout).map_err(|e| e.to_string())?;
-        let changed: Vec<u64> = (0..layout.extents())
-            .filter(|&e| now[e as usize] != table[e as usize])
-            .collect();
-        let size = dir_bytes(&svc.reg.dd.volume_dir(&p.volume).join("journal"));
-        let growth = size.saturating_sub(journal_size);
-        journal_size = size;
-        let wire0 = conn.sent + conn.received;
-        ship(
-            svc,
-            task,
-            &mut conn,
-            &layout,
-            &view,
-            UpdateKind::Interval,
-            t,
-            &changed,
+        Cost {
             start,
             wire0,
-            growth,
-        )?;
-        table = now;
-        shipped = t;
-    }
+            read_bytes: volume_bytes,
+            journal_growth_bytes: 0,
+        },
+    )
+}
+
+/// What an update cost beyond the extents it ships.
+struct Cost {
+    start: Instant,
+    /// Wire counters when the update's work began.
+    wire0: u64,
+    /// Bytes read from the volume before the extents (the digests of a resync).
+    read_bytes: u64,
+    journal_growth_bytes: u64,
 }
 
 fn ask_digests(conn: &mut Conn, ask: &Msg, want: u64) -> Result<Vec<Digest>, String> {
@@ -294,7 +328,6 @@ fn ask_digests(conn: &mut Conn, ask: &Msg, want: u64) -> Result<Vec<Digest>, Str
 /// Send one update and wait until the secondary has verified and applied it.
 #[allow(clippy::too_many_arguments)]
 fn ship(
-    svc: &Service,
     task: &PrimaryTask,
     conn: &mut Conn,
     layout: &Layout,
@@ -302,11 +335,8 @@ fn ship(
     kind: UpdateKind,
     to: u64,
     extents: &[u64],
-    start: Instant,
-    wire0: u64,
-    journal_growth_bytes: u64,
+    cost: Cost,
 ) -> Result<(), String> {
-    let _ = svc;
     let io = |e: super::wire::WireError| e.to_string();
     let seq = task.seq.fetch_add(1, Ordering::SeqCst) + 1;
     let bytes: u64 = extents.iter().map(|&e| layout.extent_len(e) as u64).sum();
@@ -354,7 +384,8 @@ fn ship(
         Msg::Applied { seq: s, to: t } if s == seq && t == to => {}
         other => return Err(unexpected(&other)),
     }
-    let wire_bytes = conn.sent + conn.received - wire0;
+    let wire_bytes = conn.sent + conn.received - cost.wire0;
+    let read_bytes = cost.read_bytes + bytes;
     let shipped = Shipped {
         seq,
         kind,
@@ -363,8 +394,9 @@ fn ship(
         extents: extents.len() as u64,
         data_bytes: bytes,
         wire_bytes,
-        journal_growth_bytes,
-        millis: start.elapsed().as_millis() as u64,
+        read_bytes,
+        journal_growth_bytes: cost.journal_growth_bytes,
+        millis: cost.start.elapsed().as_millis() as u64,
     };
     tracing::info!(volume = %task.pairing.volume, ?kind, point = %shipped.point, extents = shipped.extents, data_bytes = bytes, wire_bytes, "update applied on the secondary");
     let mut s = lock(&task.status);
@@ -373,6 +405,7 @@ fn ship(
     s.updates += 1;
     s.data_bytes_sent += bytes;
     s.wire_bytes += wire_bytes;
+    s.read_bytes += read_bytes;
     s.lag_bytes = 0;
     s.recent.push(shipped);
     if s.recent.len() > RECENT {

@@ -50,6 +50,10 @@ pub struct Shipped {
     pub data_bytes: u64,
     /// Everything sent and received for it on the wire (digests, framing included).
     pub wire_bytes: u64,
+    /// Bytes the primary read from its volume for it: the extents shipped, plus the whole
+    /// volume for a resync's digests.
+    #[serde(default)]
+    pub read_bytes: u64,
     /// Growth of the primary's journal over the interval: about the bytes written, rounded
     /// up to journal chunks (0 when a merge shrank the journal meanwhile).
     pub journal_growth_bytes: u64,
@@ -74,6 +78,9 @@ pub struct PrimaryStatus {
     pub updates: u64,
     pub data_bytes_sent: u64,
     pub wire_bytes: u64,
+    /// Bytes read from the volume to find and ship updates.
+    #[serde(default)]
+    pub read_bytes: u64,
     pub errors: u64,
     pub last_error: Option<String>,
     /// The newest updates, oldest first.
