@@ -1240,6 +1240,17 @@ impl Shared {
     /// first: an entry moving from a partial journal to the primary is indexed there before it
     /// leaves the partial.
     pub fn first_entry_after(&self, c: u64, ts: u64) -> Result<Option<EntryChunk>> {
+        let settled = self.clock.last();
+        let hit = self.first_entry_after_once(c, ts)?;
+        if hit.as_ref().is_some_and(|(e, _)| e.ts > settled) {
+            // See `entries_after`: an earlier entry may have been appended behind the scan.
+            return self.first_entry_after_once(c, ts);
+        }
+        Ok(hit)
+    }
+
+    /// One scan of the partial journals, then the primary (see `first_entry_after`).
+    fn first_entry_after_once(&self, c: u64, ts: u64) -> Result<Option<EntryChunk>> {
         let mut best: Option<Arc<Entry>> = None;
         for pj in self.all_ports() {
             if let Some(e) = lock(&pj).first_after(c, ts) {
@@ -1273,7 +1284,27 @@ impl Shared {
 
     /// `first_entry_after` for every chunk of `c0..=c1`: each partial journal locked once, one
     /// walk of the primary index.
+    ///
+    /// The partial journals are scanned one after the other, not at one instant, so a scan can
+    /// miss an entry appended to a port it has already passed while it finds a later entry for
+    /// the same chunk in a port it reaches afterwards; that later entry's old data would then be
+    /// taken for the state at `ts`. Writes to a chunk are serialised by its stripe lock, so every
+    /// entry older than a found entry was appended before the found one was stamped. A hit
+    /// stamped no later than the clock read before the scan therefore hides nothing; a hit
+    /// stamped after it is looked up again, and that second scan sees every older entry.
     fn entries_after(&self, c0: u64, c1: u64, ts: u64) -> Result<Vec<Option<EntryChunk>>> {
+        let settled = self.clock.last();
+        let mut out = self.entries_after_once(c0, c1, ts)?;
+        for (i, slot) in out.iter_mut().enumerate() {
+            if slot.as_ref().is_some_and(|(e, _)| e.ts > settled) {
+                *slot = self.first_entry_after_once(c0 + i as u64, ts)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One scan of the partial journals and one walk of the primary index (see `entries_after`).
+    fn entries_after_once(&self, c0: u64, c1: u64, ts: u64) -> Result<Vec<Option<EntryChunk>>> {
         let n = (c1 - c0 + 1) as usize;
         let mut best: Vec<Option<Arc<Entry>>> = vec![None; n];
         for pj in self.all_ports() {
