@@ -20,6 +20,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const LOCK_STRIPES: usize = 256;
+/// Most bytes of one UNMAP journaled as one change (see `JournaledStore::unmap`).
+const MAX_UNMAP_PIECE: u64 = 16 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -455,7 +457,21 @@ impl BlockStore for JournaledStore {
         Ok(())
     }
     fn unmap(&self, origin: IoOrigin, lba: u64, blocks: u64) -> Result<(), StorageError> {
-        self.shared.change(origin.port, lba, blocks, None)?;
+        // A deallocation carries no data, so one command may cover the whole volume (WRITE
+        // SAME with UNMAP): journal it in pieces, so that the old data held in memory at once
+        // (the read buffer, the partial journal, the dirty cache) stays bounded. SCSI makes no
+        // promise that a multi-block command is atomic, and each piece is journaled before it
+        // is applied, so a point in time between two pieces reads a partly unmapped range.
+        let s = &self.shared;
+        let piece = (MAX_UNMAP_PIECE / s.block_size as u64).max(s.bpc) / s.bpc * s.bpc;
+        s.check_range(lba, blocks)?;
+        let mut b = lba;
+        while b < lba + blocks {
+            // Cut on chunk boundaries so no chunk is journaled twice by one command.
+            let end = (lba + blocks).min((b / s.bpc * s.bpc).saturating_add(piece));
+            s.change(origin.port, b, end - b, None)?;
+            b = end;
+        }
         Ok(())
     }
     fn flush(&self) -> Result<(), StorageError> {
