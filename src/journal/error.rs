@@ -26,6 +26,11 @@ pub enum JournalError {
     },
     #[error("invalid journal configuration: {0}")]
     Config(String),
+    #[error(
+        "journal index {dir} is locked: another process has this journal open, or it is still \
+         being closed"
+    )]
+    IndexLocked { dir: String },
     #[error("volume error: {0}")]
     Volume(#[from] StorageError),
     #[error("partial journal of port {port} is invalid since {since}")]

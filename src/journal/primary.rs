@@ -152,12 +152,34 @@ pub struct PrimaryRecovery {
 /// the index only holds small values, so a small cache does.
 pub(crate) const INDEX_CACHE_BYTES: u64 = 64 << 20;
 
-fn open_index(dir: &Path) -> sled::Result<sled::Db> {
-    sled::Config::new()
-        .path(dir)
-        .cache_capacity(INDEX_CACHE_BYTES)
-        .open()
+/// Open the sled index. sled holds an exclusive lock on it until its last reference (including
+/// its own background flush thread, which lets go up to about half a second after the journal
+/// is dropped) is gone, so a journal reopened right after it was closed waits for the lock. A
+/// lock is never mistaken for corruption: treating it as such would throw the index away, and
+/// the bookmarks with it.
+fn open_index(dir: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + INDEX_LOCK_WAIT;
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(INDEX_CACHE_BYTES)
+            .open()
+        {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(JournalError::IndexLocked {
+                        dir: dir.display().to_string(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.map_err(JournalError::from),
+        }
+    }
 }
+
+/// How long `open_index` waits for a closing journal to let go of its index.
+const INDEX_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn seg_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:016x}.seg"))
@@ -191,6 +213,7 @@ impl PrimaryJournal {
         let mut rebuild = false;
         let db = match open_index(&idx_dir) {
             Ok(db) => db,
+            Err(e @ JournalError::IndexLocked { .. }) => return Err(e),
             Err(e) => {
                 tracing::warn!("journal index unreadable ({e}); rebuilding it from segments");
                 std::fs::remove_dir_all(&idx_dir)?;

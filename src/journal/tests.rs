@@ -253,6 +253,35 @@ fn bookmarks_and_consistency_marks() {
     assert!(js.bookmarks().unwrap().is_empty());
 }
 
+/// A journal reopened while its index is still locked (sled's flush thread lets go of a closed
+/// index a moment later; here another handle holds it) waits for the lock instead of taking
+/// the index for unreadable, throwing it away and the bookmarks with it.
+#[test]
+fn reopening_waits_for_the_index_lock_and_keeps_bookmarks() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = MemStore::new(32);
+    {
+        let js = JournaledStore::open(dir.path(), vol.clone(), test_cfg()).unwrap();
+        js.write(port(1), 0, &[1u8; BS], false).unwrap();
+        js.bookmark("kept").unwrap();
+    }
+    let held = loop {
+        // Wait until the closed journal has let go, then hold the index ourselves.
+        match sled::Config::new().path(dir.path().join("index")).open() {
+            Ok(db) => break db,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(held);
+    });
+    let js = JournaledStore::open(dir.path(), vol, test_cfg()).unwrap();
+    release.join().unwrap();
+    assert_eq!(js.bookmarks().unwrap().len(), 1, "the bookmark survived");
+    assert!(!js.recovery_report().primary.rebuilt, "the index was kept");
+}
+
 #[test]
 fn concurrent_ports_and_views() {
     let dir = tempfile::tempdir().unwrap();
