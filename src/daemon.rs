@@ -135,9 +135,14 @@ pub async fn start(data: &Path, config: &Config) -> anyhow::Result<Running> {
         info!(target = %t.name, luns = t.luns.len(), "target ready");
     }
     let admin_reg = registry.clone();
+    let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::admin::serve(admin_reg).await {
-            tracing::error!(error = %e, "admin socket failed; `rewind` subcommands cannot reach this daemon");
+        // Ends with the daemon, so that it lets go of the registry (and the volumes' journals).
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            r = crate::admin::serve(admin_reg) => if let Err(e) = r {
+                tracing::error!(error = %e, "admin socket failed; `rewind` subcommands cannot reach this daemon");
+            }
         }
     });
     let task = tokio::spawn(server::serve(ctx.clone(), listeners));

@@ -182,6 +182,19 @@ pub fn now_micros() -> u64 {
 }
 
 impl Registry {
+    /// Let go of every volume and target (a daemon shutting down, or restarted in the same
+    /// process): once the sessions using them are gone, the volumes and their journals close
+    /// (flushing them) and release their locks. Saved snapshots stay saved.
+    pub fn close(&self) {
+        for t in self.ctx.targets() {
+            self.ctx.remove_target(&t.name);
+        }
+        self.volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     pub fn new(ctx: Arc<TargetContext>, dd: DataDir, journal: JournalConfig) -> Arc<Registry> {
         Arc::new(Registry {
             ctx,

@@ -125,9 +125,13 @@ async fn writable_snapshot_keeps_the_volume_untouched_and_snapshots_survive_rest
     let dir = s.dir;
     s.running.ctx.shutdown.cancel();
     s.running.task.abort();
+    s.running.registry.close();
     drop(c);
     drop(v);
     drop(reg);
+    // Everything of the first daemon goes, as when its process exits: a journal still open in
+    // it keeps its index locked, and the restarted daemon would wait for it and then refuse.
+    drop(s.running);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let config = rewind::config::Config {
         listen: vec!["127.0.0.1:0".into()],
