@@ -548,6 +548,39 @@ fn partial_journal_memory_is_bounded() {
     assert_eq!(j.partial_bytes(), 0);
 }
 
+/// Eight rounds of 16 KiB writes over the whole volume (contents from `mul`, the clock moving
+/// 50 µs per write), each ended by SYNCHRONIZE CACHE; returns (stamp, content) after each round.
+fn overwrite_in_rounds(
+    js: &JournaledStore,
+    wall: &FakeWall,
+    blocks: u64,
+    mul: u8,
+) -> Vec<(u64, Vec<u8>)> {
+    let chunk = 16 << 10;
+    let mut marks = Vec::new();
+    for round in 0..8u8 {
+        for i in 0..(blocks * BS as u64 / chunk) {
+            wall.advance(50);
+            let data = vec![round.wrapping_mul(mul).wrapping_add(i as u8); chunk as usize];
+            js.write(port(1), i * (chunk / BS as u64), &data, false)
+                .unwrap();
+        }
+        js.flush().unwrap();
+        marks.push((js.last_stamp(), read_all(js)));
+    }
+    marks
+}
+
+/// Bytes of the primary journal's segment files in journal directory `dir`.
+fn primary_segment_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir.join("primary"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
 /// A journal over `max_bytes` drops its oldest history first: after the merge the segments fit
 /// the quota, points before the cut are expired, and later points still read right.
 #[test]
@@ -566,27 +599,9 @@ fn quota_drops_the_oldest_history_first() {
         ..test_cfg()
     };
     let js = JournaledStore::open_with_clock(dir.path(), vol.clone(), cfg, wall.clone()).unwrap();
-    let chunk = 16 << 10;
-    let mut marks: Vec<(u64, Vec<u8>)> = Vec::new();
-    for round in 0..8u8 {
-        for i in 0..(blocks * BS as u64 / chunk) {
-            wall.advance(50);
-            let data = vec![round.wrapping_mul(31).wrapping_add(i as u8); chunk as usize];
-            js.write(port(1), i * (chunk / BS as u64), &data, false)
-                .unwrap();
-        }
-        js.flush().unwrap();
-        marks.push((js.last_stamp(), read_all(&js)));
-    }
+    let marks = overwrite_in_rounds(&js, &wall, blocks, 31);
     js.flush_partials().unwrap();
-    let seg_bytes = |d: &std::path::Path| -> u64 {
-        std::fs::read_dir(d.join("primary"))
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
-            .map(|e| e.metadata().unwrap().len())
-            .sum()
-    };
+    let seg_bytes = primary_segment_bytes;
     let before = seg_bytes(dir.path());
     assert!(
         before > 3 << 20,
@@ -651,27 +666,9 @@ fn a_filesystem_short_of_space_trims_the_oldest_history() {
         total: 2 << 40,
     })));
     js.set_space_probe(fake.clone());
-    let chunk = 16 << 10;
-    let mut marks: Vec<(u64, Vec<u8>)> = Vec::new();
-    for round in 0..8u8 {
-        for i in 0..(blocks * BS as u64 / chunk) {
-            wall.advance(50);
-            let data = vec![round.wrapping_mul(37).wrapping_add(i as u8); chunk as usize];
-            js.write(port(1), i * (chunk / BS as u64), &data, false)
-                .unwrap();
-        }
-        js.flush().unwrap();
-        marks.push((js.last_stamp(), read_all(&js)));
-    }
+    let marks = overwrite_in_rounds(&js, &wall, blocks, 37);
     js.flush_partials().unwrap();
-    let seg_bytes = || -> u64 {
-        std::fs::read_dir(dir.path().join("primary"))
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
-            .map(|e| e.metadata().unwrap().len())
-            .sum()
-    };
+    let seg_bytes = || primary_segment_bytes(dir.path());
     let before = seg_bytes();
     assert!(before > 4 << 20, "enough history to trim ({before} bytes)");
     assert!(js.merge().unwrap().quota_horizon.is_none(), "room enough");
