@@ -80,7 +80,7 @@ pub struct Config {
 
 /// `[replication]`: the shared secret both sites prove with HMAC-SHA256, and, on a secondary,
 /// the address to accept replication on and the volumes it accepts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicationConfig {
     /// Secondary: accept replication on ADDR:PORT (e.g. "0.0.0.0:3262").
@@ -93,11 +93,41 @@ pub struct ReplicationConfig {
     pub secret: Option<Secret>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<PathBuf>,
+    /// Both sites: send a keepalive on the link when it has been quiet this long (humantime).
+    #[serde(with = "humantime_serde_compat")]
+    pub keepalive: std::time::Duration,
+    /// Both sites: drop the link (and reconnect, on the primary) when the peer has sent nothing
+    /// for this long, or a send has not gone out in this time. At least twice `keepalive`.
+    #[serde(with = "humantime_serde_compat")]
+    pub link_timeout: std::time::Duration,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            listen: None,
+            volumes: Vec::new(),
+            secret: None,
+            secret_file: None,
+            keepalive: std::time::Duration::from_secs(5),
+            link_timeout: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 impl ReplicationConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| ConfigError::Invalid(format!("replication: {m}"));
+        if self.keepalive < std::time::Duration::from_millis(100) {
+            return Err(bad("keepalive must be at least 100ms".into()));
+        }
+        if self.link_timeout < self.keepalive * 2 {
+            return Err(bad(format!(
+                "link_timeout ({}) must be at least twice keepalive ({})",
+                humantime::format_duration(self.link_timeout),
+                humantime::format_duration(self.keepalive)
+            )));
+        }
         match (&self.secret, &self.secret_file) {
             (Some(_), Some(_)) => {
                 return Err(bad("give secret or secret_file, not both".into()));

@@ -39,7 +39,7 @@ async fn secondary(size_mib: u64, secret: &str) -> Server {
             listen: Some("127.0.0.1:0".into()),
             volumes: vec!["vol0".into()],
             secret: Some(Secret::new(secret)),
-            secret_file: None,
+            ..Default::default()
         });
     })
     .await
@@ -405,6 +405,117 @@ async fn a_corrupted_update_is_detected_and_never_applied() {
     caught_up(&p).await;
     assert!(pstatus(&p).errors >= 1);
     assert!(check_shipped_points(&p, &s).await >= 2);
+    let (pv, sv) = (
+        p.running.registry.volume("vol0").expect("vol"),
+        s.running.registry.volume("vol0").expect("vol"),
+    );
+    let (a, b) =
+        tokio::task::spawn_blocking(move || (sha_of(pv.store.as_ref()), sha_of(sv.store.as_ref())))
+            .await
+            .expect("join");
+    assert_eq!(a, b);
+}
+
+/// A TCP relay that, while `stall` is set, stops forwarding and holds its connections open
+/// (a hung peer or a black-holed network): nothing is closed, nothing arrives. A connection
+/// that saw a stall never forwards again; connections made after it clears work.
+async fn stalling_proxy(upstream: String, stall: Arc<AtomicBool>) -> String {
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        stall: Arc<AtomicBool>,
+    ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if stall.load(Ordering::SeqCst) {
+                // Hold both halves open and never forward again.
+                std::future::pending::<()>().await;
+            }
+            let read = tokio::time::timeout(Duration::from_millis(20), from.read(&mut buf)).await;
+            let n = match read {
+                Err(_) => continue,
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => n,
+            };
+            if stall.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        while let Ok((down, _)) = l.accept().await {
+            let Ok(up) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (dr, dw) = down.into_split();
+            let (ur, uw) = up.into_split();
+            tokio::spawn(pump(ur, dw, stall.clone()));
+            tokio::spawn(pump(dr, uw, stall.clone()));
+        }
+    });
+    addr
+}
+
+/// Both sites with a quick keepalive (200 ms) and link timeout (2 s).
+fn quick_link(c: &mut rewind::config::Config) {
+    if let Some(r) = c.replication.as_mut() {
+        r.keepalive = Duration::from_millis(200);
+        r.link_timeout = Duration::from_secs(2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_link_is_noticed_at_both_ends_and_the_pairing_reconnects() {
+    let s = start_server_with(|c| {
+        c.volumes = vec![volume(16)];
+        c.replication = Some(ReplicationConfig {
+            listen: Some("127.0.0.1:0".into()),
+            volumes: vec!["vol0".into()],
+            secret: Some(Secret::new(SECRET.to_string())),
+            ..Default::default()
+        });
+        quick_link(c);
+    })
+    .await;
+    let p = start_server_with(|c| {
+        c.volumes = vec![volume(16)];
+        c.replication = Some(ReplicationConfig {
+            secret: Some(Secret::new(SECRET.to_string())),
+            ..Default::default()
+        });
+        quick_link(c);
+    })
+    .await;
+    let stall = Arc::new(AtomicBool::new(false));
+    let via = stalling_proxy(repl_addr(&s), stall.clone()).await;
+    let mut c = Client::connect(p.addr).await;
+    assert_eq!(c.login(Some(TARGET), &[]).await.status_class, 0);
+    write(&mut c, 0, &pattern(1, 256 * 1024)).await;
+    // A long interval: the stall must be noticed by the idle link's pings, not by an update.
+    replicate(&p, &via, Duration::from_secs(3)).await;
+    caught_up(&p).await;
+    // Quiet for several keepalives and longer than the timeout: the link stays up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(pstatus(&p).errors, 0, "{:?}", pstatus(&p));
+    assert_eq!(pstatus(&p).state, "streaming");
+
+    stall.store(true, Ordering::SeqCst);
+    let e = wait_error(&p, "timed out").await;
+    println!("primary: {e}");
+    let st = secondary_error(&s, "timed out").await;
+    println!("secondary: {:?}", st.last_error);
+    write(&mut c, 4096, &pattern(2, 512 * 1024)).await;
+
+    stall.store(false, Ordering::SeqCst);
+    caught_up(&p).await;
     let (pv, sv) = (
         p.running.registry.volume("vol0").expect("vol"),
         s.running.registry.volume("vol0").expect("vol"),

@@ -89,6 +89,8 @@ pub struct Service {
     pub listen_addr: Option<SocketAddr>,
     pub extent_bytes: u32,
     pub group_extents: u32,
+    /// Keepalive and timeout of every link.
+    pub liveness: wire::Liveness,
     primaries: Mutex<BTreeMap<String, Arc<PrimaryTask>>>,
     secondaries: BTreeMap<String, Arc<SecondaryVolume>>,
 }
@@ -177,6 +179,10 @@ impl Service {
             listen_addr: listener.as_ref().and_then(|l| l.local_addr().ok()),
             extent_bytes: digest::DEFAULT_EXTENT_BYTES,
             group_extents: digest::DEFAULT_GROUP_EXTENTS,
+            liveness: wire::Liveness {
+                keepalive: rc.keepalive,
+                timeout: rc.link_timeout,
+            },
             primaries: Mutex::new(BTreeMap::new()),
             secondaries,
         });

@@ -61,7 +61,7 @@ pub fn session(svc: &Service, stream: TcpStream) {
         tracing::warn!(error = %e, "replication connection setup failed");
         return;
     }
-    let mut conn = match Conn::new(stream) {
+    let mut conn = match Conn::new(stream, svc.liveness) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "replication connection setup failed");
@@ -247,6 +247,7 @@ fn serve(
                 )
                 .map_err(wire)?;
             }
+            Msg::Ping => conn.send(&Msg::Pong, &[]).map_err(wire)?,
             Msg::UpdateBegin {
                 seq,
                 kind,

@@ -23,7 +23,7 @@ use super::digest::{self, Digest, Layout};
 use super::state::Shipped;
 use super::wire::{Conn, Msg, UpdateKind};
 use super::{auth, journal_of, lock, PrimaryTask, Service};
-use crate::journal::{JournalView, JournaledStore};
+use crate::journal::{ChangeSubscription, JournalView, JournaledStore};
 use crate::storage::BlockStore;
 use crate::volume::format_stamp;
 
@@ -46,6 +46,10 @@ pub fn run(svc: &Service, task: &PrimaryTask) {
                 tracing::warn!(volume = %task.pairing.volume, to = %task.pairing.to, error = %e, "replication failed; retrying");
                 {
                     let mut s = lock(&task.status);
+                    if s.state == "streaming" {
+                        // The link worked until now: try again soon, not after the longest wait.
+                        backoff = Duration::from_millis(200);
+                    }
                     s.errors += 1;
                     s.last_error = Some(e);
                     s.state = "retrying".into();
@@ -106,12 +110,9 @@ fn session(svc: &Service, task: &PrimaryTask) -> Result<(), String> {
             .map_err(|e| format!("cannot resolve {}: {e}", p.to))?
             .next()
             .ok_or_else(|| format!("cannot resolve {}", p.to))?;
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+    let stream = TcpStream::connect_timeout(&addr, svc.liveness.timeout)
         .map_err(|e| format!("cannot connect to {}: {e}", p.to))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(600)))
-        .map_err(|e| e.to_string())?;
-    let mut conn = Conn::new(stream).map_err(|e| e.to_string())?;
+    let mut conn = Conn::new(stream, svc.liveness).map_err(|e| e.to_string())?;
     let io = |e: super::wire::WireError| e.to_string();
 
     // Authenticate both ways.
@@ -199,44 +200,89 @@ fn session(svc: &Service, task: &PrimaryTask) -> Result<(), String> {
     lock(&task.status).state = "resyncing".into();
     let t0 = choose_point(&j, None)?;
     let view = j.view(t0).map_err(|e| e.to_string())?;
-    let mut shipped = view.point();
+    let shipped = view.point();
     resync(task, &mut conn, &layout, &view)?;
     // Covered by the resync; writes after its point stay marked.
     let _ = changes.take(shipped);
     lock(&task.status).state = "streaming".into();
 
-    // Intervals: only the extents written since the last shipped point.
+    // Intervals: only the extents written since the last shipped point. Between them, an idle
+    // link is checked with a ping every keepalive, so a dead secondary is noticed (and the
+    // pairing reconnects) without waiting for the next write.
+    let mut iv = Intervals {
+        changes,
+        shipped,
+        journal_size: dir_bytes(&svc.reg.dd.volume_dir(&p.volume).join("journal")),
+    };
     let interval = Duration::from_millis(p.interval_ms);
-    let mut journal_size = dir_bytes(&svc.reg.dd.volume_dir(&p.volume).join("journal"));
+    let keepalive = svc.liveness.keepalive;
+    let mut due = Instant::now() + interval;
     loop {
-        if !svc.nap(task, interval) {
+        let wait = due.saturating_duration_since(Instant::now()).min(keepalive);
+        if !svc.nap(task, wait) {
             return Ok(());
         }
-        if j.settled_stamp() <= shipped {
-            continue;
+        if Instant::now() >= due {
+            due = Instant::now() + interval;
+            iv.next(svc, task, &j, &mut conn, &layout)?;
         }
-        let t = choose_point(&j, Some(shipped))?;
+        if conn.quiet_for() >= keepalive {
+            ping(&mut conn)?;
+        }
+    }
+}
+
+fn ping(conn: &mut Conn) -> Result<(), String> {
+    conn.send(&Msg::Ping, &[]).map_err(|e| e.to_string())?;
+    match conn.recv().map_err(|e| e.to_string())?.msg {
+        Msg::Pong => Ok(()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The interval side of a session: what has been shipped and what changed since.
+struct Intervals {
+    changes: ChangeSubscription,
+    shipped: u64,
+    journal_size: u64,
+}
+
+impl Intervals {
+    /// Ship what was written since the last shipped point, if anything.
+    fn next(
+        &mut self,
+        svc: &Service,
+        task: &PrimaryTask,
+        j: &JournaledStore,
+        conn: &mut Conn,
+        layout: &Layout,
+    ) -> Result<(), String> {
+        let p = &task.pairing;
+        if j.settled_stamp() <= self.shipped {
+            return Ok(());
+        }
+        let t = choose_point(j, Some(self.shipped))?;
         let start = Instant::now();
         let view = j.view(t).map_err(|e| e.to_string())?;
         let t = view.point();
-        if t <= shipped {
-            continue;
+        if t <= self.shipped {
+            return Ok(());
         }
-        let Some(extents) = changes.take(t) else {
+        let Some(extents) = self.changes.take(t) else {
             // Too much was written to list it: compare the whole volume instead.
             tracing::info!(volume = %p.volume, "too many changed extents to track; resyncing by digest");
-            resync(task, &mut conn, &layout, &view)?;
-            shipped = t;
-            continue;
+            resync(task, conn, layout, &view)?;
+            self.shipped = t;
+            return Ok(());
         };
         let size = dir_bytes(&svc.reg.dd.volume_dir(&p.volume).join("journal"));
-        let growth = size.saturating_sub(journal_size);
-        journal_size = size;
-        let wire0 = conn.sent + conn.received;
+        let growth = size.saturating_sub(self.journal_size);
+        self.journal_size = size;
+        let wire0 = conn.wire_bytes();
         ship(
             task,
-            &mut conn,
-            &layout,
+            conn,
+            layout,
             &view,
             UpdateKind::Interval,
             t,
@@ -248,7 +294,8 @@ fn session(svc: &Service, task: &PrimaryTask) -> Result<(), String> {
                 journal_growth_bytes: growth,
             },
         )?;
-        shipped = t;
+        self.shipped = t;
+        Ok(())
     }
 }
 
@@ -261,7 +308,7 @@ fn resync(
     view: &JournalView,
 ) -> Result<(), String> {
     let start = Instant::now();
-    let wire0 = conn.sent + conn.received;
+    let wire0 = conn.wire_bytes();
     let local = digest::extent_digests(view, layout).map_err(|e| e.to_string())?;
     let remote_groups = ask_digests(conn, &Msg::GroupDigests, layout.groups())?;
     let local_groups = digest::group_digests(layout, &local);
@@ -384,7 +431,7 @@ fn ship(
         Msg::Applied { seq: s, to: t } if s == seq && t == to => {}
         other => return Err(unexpected(&other)),
     }
-    let wire_bytes = conn.sent + conn.received - cost.wire0;
+    let wire_bytes = conn.wire_bytes() - cost.wire0;
     let read_bytes = cost.read_bytes + bytes;
     let shipped = Shipped {
         seq,

@@ -11,12 +11,16 @@
 //! the connection is dropped.
 
 use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 4] = b"RWRP";
 /// Bumped on any incompatible change of framing or messages.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 pub const MAX_HEADER: u32 = 1 << 20;
 pub const MAX_DATA: u32 = 16 << 20;
 const PREFIX: usize = 4 + 1 + 4 + 4 + 4;
@@ -78,12 +82,21 @@ pub enum Msg {
     UpdateEnd { seq: u64, sha256: String },
     /// S→P: the update was verified and applied; the secondary is at `to`.
     Applied { seq: u64, to: u64 },
+    /// Either side, at any time: "still here" after `keepalive` without sending anything.
+    /// Receivers skip it.
+    Keepalive,
+    /// P→S, between updates: answer with `Pong` (the primary checks an idle link).
+    Ping,
+    /// S→P: the answer to `Ping`.
+    Pong,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the link timed out {0}: the peer or the network between is down or stalled")]
+    Timeout(&'static str),
     #[error("not a rewind replication peer (bad magic)")]
     Magic,
     #[error("protocol version {0} is not supported (this side speaks {VERSION})")]
@@ -125,13 +138,6 @@ fn checksum(version: u8, lens: &[u8], header: &[u8], data: &[u8]) -> u32 {
     crc32c::crc32c_append(crc, data)
 }
 
-pub fn send(w: &mut impl Write, msg: &Msg, data: &[u8]) -> Result<u64, WireError> {
-    let frame = encode(msg, data);
-    w.write_all(&frame)?;
-    w.flush()?;
-    Ok(frame.len() as u64)
-}
-
 /// Read one frame; returns it and its size on the wire.
 pub fn recv(r: &mut impl Read) -> Result<(Frame, u64), WireError> {
     let mut prefix = [0u8; PREFIX];
@@ -164,47 +170,144 @@ pub fn recv(r: &mut impl Read) -> Result<(Frame, u64), WireError> {
     ))
 }
 
-/// A TCP connection speaking frames, counting the bytes each way.
+/// How a link notices a dead peer: a keepalive goes out whenever nothing was sent for
+/// `keepalive`, and a read or a write that makes no progress for `timeout` fails the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    pub keepalive: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            keepalive: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the connection's two users (the session and its keepalive thread) share.
+struct Shared {
+    writer: Mutex<TcpStream>,
+    sent: AtomicU64,
+    last_sent: Mutex<Instant>,
+}
+
+impl Shared {
+    fn send(&self, msg: &Msg, data: &[u8]) -> Result<(), WireError> {
+        let frame = encode(msg, data);
+        let mut w = lock(&self.writer);
+        w.write_all(&frame).map_err(|e| timed_out(e, "sending"))?;
+        w.flush()?;
+        *lock(&self.last_sent) = Instant::now();
+        self.sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn timed_out(e: std::io::Error, doing: &'static str) -> WireError {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => WireError::Timeout(doing),
+        _ => WireError::Io(e),
+    }
+}
+
+/// A TCP connection speaking frames, counting the bytes each way. A background thread sends
+/// a [`Msg::Keepalive`] whenever the session has sent nothing for `keepalive`, so a peer busy
+/// with a long computation (digests of a large volume, applying an update) still shows it is
+/// alive; [`Conn::recv`] skips keepalives. Reads and writes time out after `timeout`.
 pub struct Conn {
-    reader: std::io::BufReader<std::net::TcpStream>,
-    writer: std::net::TcpStream,
-    pub sent: u64,
-    pub received: u64,
+    reader: std::io::BufReader<TcpStream>,
+    shared: Arc<Shared>,
+    peer: String,
+    received: u64,
+    last_heard: Instant,
+    /// Dropped with the connection, which ends the keepalive thread.
+    _stop: mpsc::Sender<()>,
 }
 
 impl Conn {
-    pub fn new(stream: std::net::TcpStream) -> std::io::Result<Conn> {
+    pub fn new(stream: TcpStream, live: Liveness) -> std::io::Result<Conn> {
         stream.set_nodelay(true)?;
-        let writer = stream.try_clone()?;
+        stream.set_read_timeout(Some(live.timeout))?;
+        stream.set_write_timeout(Some(live.timeout))?;
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(stream.try_clone()?),
+            sent: AtomicU64::new(0),
+            last_sent: Mutex::new(Instant::now()),
+        });
+        let (stop, stopped) = mpsc::channel::<()>();
+        let (ka, cut) = (shared.clone(), stream.try_clone()?);
+        std::thread::Builder::new()
+            .name("repl-keepalive".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(live.keepalive) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                if lock(&ka.last_sent).elapsed() >= live.keepalive
+                    && ka.send(&Msg::Keepalive, &[]).is_err()
+                {
+                    // The session's next read or write fails at once instead of waiting.
+                    let _ = cut.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+            })?;
         Ok(Conn {
             reader: std::io::BufReader::with_capacity(1 << 20, stream),
-            writer,
-            sent: 0,
+            shared,
+            peer,
             received: 0,
+            last_heard: Instant::now(),
+            _stop: stop,
         })
     }
 
     /// A handle that can shut the connection down from another thread.
-    pub fn handle(&self) -> std::io::Result<std::net::TcpStream> {
-        self.writer.try_clone()
+    pub fn handle(&self) -> std::io::Result<TcpStream> {
+        self.reader.get_ref().try_clone()
     }
 
     pub fn peer(&self) -> String {
-        self.writer
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into())
+        self.peer.clone()
+    }
+
+    /// Bytes sent and received so far, frames and keepalives included.
+    pub fn wire_bytes(&self) -> u64 {
+        self.shared.sent.load(Ordering::Relaxed) + self.received
+    }
+
+    /// How long ago the peer last sent anything (a keepalive counts).
+    pub fn quiet_for(&self) -> Duration {
+        self.last_heard.elapsed()
     }
 
     pub fn send(&mut self, msg: &Msg, data: &[u8]) -> Result<(), WireError> {
-        self.sent += send(&mut self.writer, msg, data)?;
-        Ok(())
+        self.shared.send(msg, data)
     }
 
+    /// The next frame that is not a keepalive.
     pub fn recv(&mut self) -> Result<Frame, WireError> {
-        let (frame, n) = recv(&mut self.reader)?;
-        self.received += n;
-        Ok(frame)
+        loop {
+            let (frame, n) = recv(&mut self.reader).map_err(|e| match e {
+                WireError::Io(e) => timed_out(e, "waiting for the peer"),
+                e => e,
+            })?;
+            self.received += n;
+            self.last_heard = Instant::now();
+            if frame.msg != Msg::Keepalive {
+                return Ok(frame);
+            }
+        }
     }
 }
 
@@ -231,6 +334,46 @@ mod tests {
                 "flipped bit {bit} was not caught"
             );
         }
+    }
+
+    fn pair(live: Liveness) -> (Conn, Conn) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let a = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (b, _) = l.accept().expect("accept");
+        (
+            Conn::new(a, live).expect("conn"),
+            Conn::new(b, live).expect("conn"),
+        )
+    }
+
+    const QUICK: Liveness = Liveness {
+        keepalive: Duration::from_millis(50),
+        timeout: Duration::from_millis(300),
+    };
+
+    #[test]
+    fn a_silent_peer_times_out_and_a_quiet_but_alive_one_does_not() {
+        // The peer's keepalives arrive while it does nothing else for longer than the timeout.
+        let (mut a, mut b) = pair(QUICK);
+        let waiter = std::thread::spawn(move || {
+            let got = a.recv().map(|f| f.msg);
+            (got, a.wire_bytes())
+        });
+        std::thread::sleep(Duration::from_millis(900));
+        b.send(&Msg::Pong, &[]).expect("send");
+        let (got, bytes) = waiter.join().expect("join");
+        assert_eq!(got.expect("alive peer"), Msg::Pong);
+        let one = encode(&Msg::Pong, &[]).len() as u64;
+        assert!(bytes > 3 * one, "keepalives went both ways ({bytes} bytes)");
+
+        // A peer whose process is stuck (its socket open, nothing sent) fails the read.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let s = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (_silent, _) = l.accept().expect("accept");
+        let mut c = Conn::new(s, QUICK).expect("conn");
+        let start = Instant::now();
+        assert!(matches!(c.recv(), Err(WireError::Timeout(_))));
+        assert!(start.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
