@@ -230,3 +230,21 @@ target_stop() {
 target_alive() {
     kill -0 "$TARGET_PID" 2>/dev/null || { sed 's/^/    | /' "$TARGET_LOG" >&2 || true; fail "$TARGET_IMPL died"; }
 }
+
+# ---- named daemons (the sites of the replication tests) ------------------------------------
+# SITES_DIR (set by the script) holds each site's data directory NAME/, its log NAME.log and,
+# by default, its config NAME.toml.
+site_start() { # NAME [CONFIG] -> sets PID_<NAME>, PORT_<NAME> (the environment passes through)
+    local name=$1 config=${2:-$SITES_DIR/$1.toml} port pid
+    port=$(free_port)
+    RUST_LOG=${RUST_LOG:-info} "$REWIND_BIN" --data "$SITES_DIR/$name" serve --listen "127.0.0.1:$port" \
+        --config "$config" >>"$SITES_DIR/$name.log" 2>&1 &
+    pid=$!
+    integ_on_exit stop_pid "$pid" 10
+    wait_port "$port" "$pid" "$INTEG_START_TIMEOUT" "$SITES_DIR/$name.log"
+    printf -v "PID_$name" '%s' "$pid"
+    printf -v "PORT_$name" '%s' "$port"
+}
+site_cli() { local name=$1; shift; "$REWIND_BIN" --data "$SITES_DIR/$name" "$@"; }
+# site_sha_url URL: SHA-256 of a whole disk read through qemu-img's iSCSI driver
+site_sha_url() { qemu-img convert -O raw "$1" "$SITES_DIR/dump.raw" && sha256sum "$SITES_DIR/dump.raw" | cut -d' ' -f1; }

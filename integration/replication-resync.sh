@@ -17,6 +17,7 @@ INTEG_NAME=replication-resync
 need_cmd qemu-img sha256sum python3
 [ -x "$REWIND_BIN" ] || fail "rewind binary not found at $REWIND_BIN (cargo build --release, or set REWIND_BIN)"
 work=""; integ_mktemp work
+SITES_DIR=$work
 MIB=$((1024 * 1024))
 VOLUME_BYTES=$GIB
 EXTENT_BYTES=$((64 * 1024))
@@ -25,23 +26,10 @@ printf 'replication-secret-for-tests\n' >"$work/secret"
 chmod 600 "$work/secret"
 REPL_PORT=$(free_port)
 
-start() { # NAME -> sets PID_<NAME>, PORT_<NAME>
-    local name=$1 port pid
-    port=$(free_port)
-    RUST_LOG=${RUST_LOG:-info} "$REWIND_BIN" --data "$work/$name" serve --listen "127.0.0.1:$port" \
-        --config "$work/$name.toml" >>"$work/$name.log" 2>&1 &
-    pid=$!
-    integ_on_exit stop_pid "$pid" 10
-    wait_port "$port" "$pid" "$INTEG_START_TIMEOUT" "$work/$name.log"
-    printf -v "PID_$name" '%s' "$pid"
-    printf -v "PORT_$name" '%s' "$port"
-}
-cli() { local name=$1; shift; "$REWIND_BIN" --data "$work/$name" "$@"; }
 url() { echo "iscsi://127.0.0.1:$1/$REWIND_IQN_PREFIX:rep/0"; }
-sha_url() { qemu-img convert -O raw "$1" "$work/dump.raw" && sha256sum "$work/dump.raw" | cut -d' ' -f1; }
 # primary_field EXPR: a Python expression over `s`, the primary's replication status
 primary_field() {
-    cli primary status --json | python3 -c '
+    site_cli primary status --json | python3 -c '
 import json, sys
 s = json.load(sys.stdin)["replication"]["primary"][0]
 print(eval(sys.argv[1]))' "$1"
@@ -53,7 +41,7 @@ caught_up() {
             && return 0
         sleep 0.5; : "$i"
     done
-    cli primary status || true
+    site_cli primary status || true
     fail "the secondary did not catch up"
 }
 
@@ -73,9 +61,9 @@ size = "1GiB"
 [replication]
 secret_file = "$work/secret"
 EOT
-start secondary
-start primary
-# shellcheck disable=SC2154  # PORT_* are set by start (printf -v)
+site_start secondary
+site_start primary
+# shellcheck disable=SC2154  # PORT_* are set by site_start (printf -v)
 PRIMARY_URL=$(url "$PORT_primary")
 
 log "writing 256 MiB of random data to the 1 GiB primary (4 MiB every 16 MiB)"
@@ -87,15 +75,14 @@ done
 qemu-img convert -n --target-is-zero -f raw -O raw "$work/data.raw" "$PRIMARY_URL"
 rm -f "$work/data.raw"
 t0=$SECONDS
-cli primary replicate rep --to "127.0.0.1:$REPL_PORT" --interval 1s
+site_cli primary replicate rep --to "127.0.0.1:$REPL_PORT" --interval 1s
 caught_up
 initial=$(primary_field 's["recent"][0]["wire_bytes"]')
 log "initial sync: $initial bytes on the wire in $((SECONDS - t0))s"
 
-# The pairing is stopped while the secondary is changed, then started again: an idle primary
-# only notices that its connection is gone when it next has an interval to ship, and nothing is
-# written to it here. A new pairing starts with a fresh status whose first update is the resync.
-cli primary replicate rep --stop
+# The pairing is stopped while the secondary is changed, then started again: a new pairing
+# starts with a fresh status whose first update is the resync, which is what is measured.
+site_cli primary replicate rep --stop
 log "stopping the secondary; changing $CHANGED of its 64 KiB extents in its volume file"
 # shellcheck disable=SC2154
 stop_pid "$PID_secondary" 10
@@ -116,10 +103,10 @@ with open(path, "r+b") as f:
         f.write(bytes(b ^ 0xFF for b in old))
 EOF2
 log "restarting the secondary and the pairing: the primary resyncs by digest"
-start secondary
+site_start secondary
 # shellcheck disable=SC2154
 SECONDARY_URL=$(url "$PORT_secondary")
-cli primary replicate rep --to "127.0.0.1:$REPL_PORT" --interval 1s
+site_cli primary replicate rep --to "127.0.0.1:$REPL_PORT" --interval 1s
 caught_up
 [ "$(primary_field 's["updates"]')" -eq 1 ] || fail "more than the resync was shipped: $(primary_field 's["recent"]')"
 read -r kind extents data_bytes wire_bytes millis < <(primary_field \
@@ -132,8 +119,8 @@ log "resync of the 1 GiB volume after $CHANGED changed extents ($(pct $((CHANGED
 [ "$extents" -eq "$CHANGED" ] || fail "the resync shipped $extents extents, $CHANGED were changed"
 [ $((wire_bytes * 100)) -lt $((VOLUME_BYTES * 3)) ] || fail "the resync moved 3% of the volume or more"
 log "comparing the volumes (SHA-256 through iSCSI)"
-want=$(sha_url "$PRIMARY_URL")
-got=$(sha_url "$SECONDARY_URL")
+want=$(site_sha_url "$PRIMARY_URL")
+got=$(site_sha_url "$SECONDARY_URL")
 [ "$want" = "$got" ] || fail "the secondary differs from the primary after the resync"
 pass "resync of 1% of a 1 GiB volume: $extents extents, $(pct "$wire_bytes")% of the volume on the wire" \
     "(under 3%), the secondary equals the primary (sha256 $want)"

@@ -5,8 +5,7 @@
 #     secondary caught up, the secondary's last shipped point (exported as a snapshot) and its
 #     live read-only volume read back with the same SHA-256 as the primary;
 #  3. a write to the secondary is refused until `rewind promote`, then accepted;
-#  4. (only with REPL_CRASH_TESTS=1, see below) kill -9 in the middle of an update (the link is
-#     slowed down by integration/slow_link.py
+#  4. kill -9 in the middle of an update (the link is slowed down by integration/slow_link.py
 #     so that the kill lands while the update is on its way, which the test checks):
 #     a. the secondary, while it receives: after a restart it is still at the previous shipped
 #        point (SHA-256 of its volume), the partial buffer is gone, and the link resumes and
@@ -27,6 +26,7 @@ INTEG_NAME=replication
 need_cmd qemu-img qemu-io sha256sum python3
 [ -x "$REWIND_BIN" ] || fail "rewind binary not found at $REWIND_BIN (cargo build --release, or set REWIND_BIN)"
 work=""; integ_mktemp work
+SITES_DIR=$work
 SIZE_MIB=64
 MIB=$((1024 * 1024))
 printf 'replication-secret-for-tests\n' >"$work/secret"
@@ -35,20 +35,7 @@ REPL_PORT=$(free_port)
 LINK_PORT=$(free_port)
 LINK_DOWN=$work/link.down
 
-start() { # NAME CONFIG -> sets PID_<NAME>, PORT_<NAME> (the environment passes through)
-    local name=$1 config=$2 port pid
-    port=$(free_port)
-    RUST_LOG=${RUST_LOG:-info} "$REWIND_BIN" --data "$work/$name" serve --listen "127.0.0.1:$port" \
-        --config "$config" >>"$work/$name.log" 2>&1 &
-    pid=$!
-    integ_on_exit stop_pid "$pid" 10
-    wait_port "$port" "$pid" "$INTEG_START_TIMEOUT" "$work/$name.log"
-    printf -v "PID_$name" '%s' "$pid"
-    printf -v "PORT_$name" '%s' "$port"
-}
-cli() { local name=$1; shift; "$REWIND_BIN" --data "$work/$name" "$@"; }
 url() { echo "iscsi://127.0.0.1:$1/$REWIND_IQN_PREFIX:$2/0"; }
-sha_url() { qemu-img convert -O raw "$1" "$work/dump.raw" && sha256sum "$work/dump.raw" | cut -d' ' -f1; }
 
 cat >"$work/secondary.toml" <<EOT
 [[volume]]
@@ -66,15 +53,15 @@ size = "${SIZE_MIB}MiB"
 [replication]
 secret_file = "$work/secret"
 EOT
-start secondary "$work/secondary.toml"
-start primary "$work/primary.toml"
+site_start secondary "$work/secondary.toml"
+site_start primary "$work/primary.toml"
 # The primary reaches the secondary through a link of 16 MiB/s.
 python3 "$(dirname "${BASH_SOURCE[0]}")/slow_link.py" "$LINK_PORT" "$REPL_PORT" $((16 * MIB)) "$LINK_DOWN" \
     >"$work/link.log" 2>&1 &
 LINK_PID=$!
 integ_on_exit stop_pid "$LINK_PID" 2
 urls() {
-    # shellcheck disable=SC2154  # PORT_* are set by start (printf -v)
+    # shellcheck disable=SC2154  # PORT_* are set by site_start (printf -v)
     PRIMARY_URL=$(url "$PORT_primary" rep)
     # shellcheck disable=SC2154
     SECONDARY_URL=$(url "$PORT_secondary" rep)
@@ -84,42 +71,46 @@ urls
 log "writing random data to the primary"
 head -c $((SIZE_MIB / 2 * MIB)) /dev/urandom >"$work/data.raw"
 qemu-img convert -n -f raw -O raw "$work/data.raw" "$PRIMARY_URL"
-cli primary replicate rep --to "127.0.0.1:$LINK_PORT" --interval 1s
+site_cli primary replicate rep --to "127.0.0.1:$LINK_PORT" --interval 1s
 
 caught_up() {
     local i
     for i in $(seq 1 120); do
-        if cli primary status --json | python3 -c '
+        if site_cli primary status --json | python3 -c '
 import json, sys
 s = json.load(sys.stdin)["replication"]["primary"][0]
 sys.exit(0 if s["shipped_stamp"] and s["lag_us"] == 0 else 1)'; then return 0; fi
         sleep 0.5; : "$i"
     done
-    cli primary status || true
+    site_cli primary status || true
+    for side in primary secondary; do
+        echo "--- last lines of the $side's log"
+        grep -v ' INFO ' "$work/$side.log" | tail -15 || true
+    done
     fail "the secondary did not catch up"
 }
 caught_up
 log "overwriting 1 MiB at 5 MiB on the primary"
 qemu-io -f raw -c "write -P 0x5a 5M 1M" "$PRIMARY_URL" >/dev/null
 caught_up
-cli primary status | sed -n '/REPLICATION/,$p'
+site_cli primary status | sed -n '/REPLICATION/,$p'
 
-want=$(sha_url "$PRIMARY_URL")
-got=$(sha_url "$SECONDARY_URL")
+want=$(site_sha_url "$PRIMARY_URL")
+got=$(site_sha_url "$SECONDARY_URL")
 [ "$want" = "$got" ] || fail "secondary volume differs from the primary"
-point=$(cli secondary history rep --json | python3 -c '
+point=$(site_cli secondary history rep --json | python3 -c '
 import json, sys
 h = json.load(sys.stdin)
 print(max((b["name"] for b in h["bookmarks"] if b["name"].startswith("repl-")), key=lambda n: int(n[5:])))')
-target=$(cli secondary snapshot export rep --at "@$point" --name last | tail -1)
-snap=$(sha_url "iscsi://127.0.0.1:$PORT_secondary/$target/0")
+target=$(site_cli secondary snapshot export rep --at "@$point" --name last | tail -1)
+snap=$(site_sha_url "iscsi://127.0.0.1:$PORT_secondary/$target/0")
 [ "$snap" = "$want" ] || fail "snapshot $point on the secondary differs from the primary"
 pass "shipped point $point on the secondary equals the primary (sha256 $want)"
 
 # ---- kill -9 in the middle of an update ----------------------------------------------------
 REPL_DIR=$work/secondary/volumes/rep/replication
 json_field() { # NAME SIDE FIELD: a field of the first primary/secondary replication status
-    cli "$1" status --json | python3 -c '
+    site_cli "$1" status --json | python3 -c '
 import json, sys
 s = json.load(sys.stdin)["replication"][sys.argv[1]][0]
 v = s.get(sys.argv[2])
@@ -145,21 +136,18 @@ kill9() { # NAME
 secondary_at_its_point() {
     local at target want got
     at=$(json_field secondary secondary applied)
-    target=$(cli primary snapshot export rep --at "$at" --name "$1" | tail -1)
-    want=$(sha_url "iscsi://127.0.0.1:$PORT_primary/$target/0")
-    got=$(sha_url "$SECONDARY_URL")
+    target=$(site_cli primary snapshot export rep --at "$at" --name "$1" | tail -1)
+    want=$(site_sha_url "iscsi://127.0.0.1:$PORT_primary/$target/0")
+    got=$(site_sha_url "$SECONDARY_URL")
     [ "$want" = "$got" ] || fail "the secondary differs from the primary's volume at its point $at"
 }
 expect_equal() {
     local a b
-    a=$(sha_url "$PRIMARY_URL")
-    b=$(sha_url "$SECONDARY_URL")
+    a=$(site_sha_url "$PRIMARY_URL")
+    b=$(site_sha_url "$SECONDARY_URL")
     [ "$a" = "$b" ] || fail "the secondary differs from the primary after catching up"
 }
 
-# Opt-in until the open defect is fixed: in one full CI run the primary did not catch up after
-# the secondary was killed mid-update and restarted (status "streaming", nothing shipped).
-if [ "${REPL_CRASH_TESTS:-0}" = 1 ]; then
 log "a. kill -9 the secondary while it receives a 40 MiB update"
 prev_stamp=$(json_field secondary secondary applied_stamp)
 qemu-io -f raw -c "write -P 0xa1 8M 40M" "$PRIMARY_URL" >/dev/null
@@ -170,7 +158,7 @@ partial=$(size_of "$REPL_DIR/incoming.update")
 [ ! -e "$REPL_DIR/pending.update" ] || fail "the update was complete before the kill"
 shipped=$(json_field primary primary shipped_stamp)
 touch "$LINK_DOWN"
-start secondary "$work/secondary.toml"
+site_start secondary "$work/secondary.toml"
 urls
 [ ! -e "$REPL_DIR/incoming.update" ] || fail "the partial buffer was not discarded at start"
 at=$(json_field secondary secondary applied_stamp)
@@ -197,7 +185,7 @@ json_field secondary secondary last_error | grep -F "not applied" >/dev/null \
     || fail "the secondary did not record the interrupted update"
 [ "$(json_field secondary secondary applied_stamp)" -ge "$prev_stamp" ] || fail "the secondary went back"
 touch "$LINK_DOWN"
-start primary "$work/primary.toml"
+site_start primary "$work/primary.toml"
 urls
 secondary_at_its_point crash-b
 rm -f "$LINK_DOWN"
@@ -207,7 +195,7 @@ pass "primary killed mid-update: the secondary stayed at its last complete point
 
 log "c. the secondary crashes while applying an update"
 stop_pid "$PID_secondary" 10
-REWIND_TEST_ABORT_APPLYING=100 start secondary "$work/secondary.toml"
+REWIND_TEST_ABORT_APPLYING=100 site_start secondary "$work/secondary.toml"
 qemu-io -f raw -c "write -P 0xc3 24M 32M" "$PRIMARY_URL" >/dev/null
 for i in $(seq 1 600); do
     kill -0 "$PID_secondary" 2>/dev/null || break
@@ -220,7 +208,7 @@ grep -F "aborting while applying" "$work/secondary.log" >/dev/null || fail "no a
 to=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["to"])' "$REPL_DIR/pending.json")
 [ "$to" -gt "$(json_field primary primary shipped_stamp)" ] || fail "the crashed update was already shipped"
 touch "$LINK_DOWN"
-start secondary "$work/secondary.toml"
+site_start secondary "$work/secondary.toml"
 urls
 [ ! -e "$REPL_DIR/pending.update" ] || fail "the pending update was not applied at start"
 [ "$(json_field secondary secondary applied_stamp)" = "$to" ] || fail "the secondary is not at the update's point $to"
@@ -230,28 +218,25 @@ rm -f "$LINK_DOWN"
 caught_up
 expect_equal
 pass "secondary crashed while applying: re-applied at start, reads like the primary at that update's point, then caught up"
-else
-    log "kill -9 steps 4a-c skipped (REPL_CRASH_TESTS=1 runs them)"
-fi
 
 if qemu-io -f raw -c "write -P 0x11 0 4k" "$SECONDARY_URL" >/dev/null 2>&1; then
     fail "the secondary accepted a write before promotion"
 fi
-cli primary replicate rep --stop
-cli secondary promote rep
+site_cli primary replicate rep --stop
+site_cli secondary promote rep
 qemu-io -f raw -c "write -P 0x11 0 4k" "$SECONDARY_URL" >/dev/null || fail "promoted volume refused a write"
 pass "secondary read-only until promoted, writable after"
 
 printf 'a-different-secret-entirely\n' >"$work/wrong.secret"
 chmod 600 "$work/wrong.secret"
 sed "s#$work/secret#$work/wrong.secret#" "$work/primary.toml" >"$work/wrong.toml"
-start wrong "$work/wrong.toml"
-cli wrong replicate rep --to "127.0.0.1:$REPL_PORT" --interval 1s
+site_start wrong "$work/wrong.toml"
+site_cli wrong replicate rep --to "127.0.0.1:$REPL_PORT" --interval 1s
 for i in $(seq 1 40); do
-    cli wrong status | grep -F "authentication failed" >/dev/null && break
+    site_cli wrong status | grep -F "authentication failed" >/dev/null && break
     sleep 0.25; : "$i"
 done
-cli wrong status | grep -F "authentication failed" >/dev/null || fail "a wrong secret was not refused"
+site_cli wrong status | grep -F "authentication failed" >/dev/null || fail "a wrong secret was not refused"
 pass "a primary with the wrong secret is refused"
 
 # 6. the cost of a digest resync at full size (1 GiB volume, 1% of its extents differ)

@@ -13,20 +13,26 @@ import sys
 import threading
 import time
 
+BURST = 256 * 1024
+
 
 def pump(src, dst, rate):
-    start, sent = time.monotonic(), 0
+    # A token bucket holding at most BURST bytes: an idle connection does not save up credit
+    # for a later burst at full speed.
+    credit, last = 0.0, time.monotonic()
     try:
         while True:
             data = src.recv(65536)
             if not data:
                 break
-            dst.sendall(data)
             if rate:
-                sent += len(data)
-                ahead = sent / rate - (time.monotonic() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
+                now = time.monotonic()
+                credit = min(credit + (now - last) * rate, BURST) - len(data)
+                last = now
+                if credit < 0:
+                    time.sleep(-credit / rate)
+                    credit, last = 0.0, time.monotonic()
+            dst.sendall(data)
     except OSError:
         pass
     for s in (src, dst):
