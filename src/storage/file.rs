@@ -5,6 +5,7 @@ use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{check_range, Allocation, BlockStore, IoOrigin, StorageError};
 
@@ -15,6 +16,11 @@ pub struct FileStore {
     num_blocks: u64,
     read_only: bool,
     block_device: bool,
+    /// The file may have holes. False for a file found fully allocated at open (its blocks
+    /// cover its length) until something is unmapped: then `allocation` needs no `lseek`
+    /// (two syscalls per journaled write that also contend for the inode lock with the
+    /// volume's writes; on tmpfs each walks the whole page cache of the file).
+    may_have_holes: AtomicBool,
 }
 
 fn invalid(msg: &str) -> StorageError {
@@ -53,12 +59,17 @@ impl FileStore {
         } else {
             meta.len()
         };
+        // Allocated blocks (512-byte units) covering the whole length: no holes. A file with a
+        // hole smaller than its own metadata blocks would pass too; its hole then reads as
+        // mapped zeros, which is what it holds.
+        let full = std::os::unix::fs::MetadataExt::blocks(&meta).saturating_mul(512) >= size;
         Ok(FileStore {
             file,
             block_size,
             num_blocks: size / block_size as u64,
             read_only,
             block_device,
+            may_have_holes: AtomicBool::new(!full),
         })
     }
 
@@ -83,6 +94,7 @@ impl FileStore {
             num_blocks,
             read_only: false,
             block_device: false,
+            may_have_holes: AtomicBool::new(true),
         })
     }
 
@@ -180,6 +192,7 @@ impl BlockStore for FileStore {
             return Ok(());
         }
         let bs = self.block_size as u64;
+        self.may_have_holes.store(true, Ordering::SeqCst);
         // SAFETY: plain syscall on a file descriptor we own; no memory is passed.
         let r = unsafe {
             libc::fallocate(
@@ -214,7 +227,7 @@ impl BlockStore for FileStore {
         let bs = self.block_size as u64;
         let end = lba.saturating_add(max_blocks.max(1)).min(self.num_blocks);
         let limit = end - lba;
-        if self.block_device {
+        if self.block_device || !self.may_have_holes.load(Ordering::SeqCst) {
             return Ok((Allocation::Mapped, limit));
         }
         let off = lba * bs;
@@ -242,6 +255,34 @@ impl BlockStore for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fully_written_file_is_mapped_until_something_is_unmapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vol");
+        let bs = 4096u32;
+        std::fs::write(&path, vec![7u8; 256 * bs as usize]).unwrap();
+        let s = FileStore::open(&path, bs, false).unwrap();
+        assert!(!s.may_have_holes.load(Ordering::SeqCst));
+        assert_eq!(s.allocation(0, 1024).unwrap(), (Allocation::Mapped, 256));
+        s.unmap(IoOrigin::default(), 64, 32).unwrap();
+        assert!(s.may_have_holes.load(Ordering::SeqCst));
+        // (The test directory's filesystem punches holes: ext4, xfs, btrfs and tmpfs do.)
+        assert_eq!(s.allocation(0, 1024).unwrap(), (Allocation::Mapped, 64));
+        assert_eq!(
+            s.allocation(64, 1024).unwrap(),
+            (Allocation::Deallocated, 32)
+        );
+        assert_eq!(s.allocation(96, 1024).unwrap(), (Allocation::Mapped, 160));
+        let mut buf = vec![1u8; 32 * bs as usize];
+        s.read(64, &mut buf).unwrap();
+        assert!(buf.iter().all(|b| *b == 0));
+        // Reopened with the hole: found at once.
+        drop(s);
+        let s = FileStore::open(&path, bs, false).unwrap();
+        assert!(s.may_have_holes.load(Ordering::SeqCst));
+        assert_eq!(s.allocation(64, 1).unwrap(), (Allocation::Deallocated, 1));
+    }
 
     #[test]
     fn sparse_file_allocation_and_punch() {
