@@ -62,6 +62,10 @@ pub(crate) struct PartialJournal {
     pub synced_seq: u64,
     /// A rotated file could not be fsynced: seqs up to this wait for the primary flush.
     pub blocked: Option<u64>,
+    /// The rotated file whose entries are on their way into the primary journal (not fsynced:
+    /// the primary's fsync makes them durable), and the last seq it holds. A commit before
+    /// that flush is done fsyncs it too.
+    in_flight: Option<(Arc<File>, u64)>,
     /// Per chunk: the entry holding its old data.
     pub entries: BTreeMap<PartialKey, Arc<Entry>>,
     /// The entries in append order (each once).
@@ -121,6 +125,7 @@ impl PartialJournal {
             appended_seq: 0,
             synced_seq: 0,
             blocked: None,
+            in_flight: None,
             entries: BTreeMap::new(),
             writes: Vec::new(),
             statuses: HashMap::new(),
@@ -207,12 +212,23 @@ impl PartialJournal {
             .map(|(_, e)| e)
     }
 
-    /// The file to fsync for a group commit and the seq it will cover.
-    pub fn commit_target(&self) -> Option<(Arc<File>, u64)> {
-        (self.appended_seq > self.synced_seq).then(|| (self.file.clone(), self.appended_seq))
+    /// The files to fsync for a group commit (a rotated file still being flushed into the
+    /// primary, then the current one) and the seq they will cover together.
+    pub fn commit_target(&self) -> Option<(Vec<Arc<File>>, u64)> {
+        if self.appended_seq <= self.synced_seq {
+            return None;
+        }
+        let mut files = Vec::with_capacity(2);
+        if let Some((f, upto)) = &self.in_flight {
+            if *upto > self.synced_seq {
+                files.push(f.clone());
+            }
+        }
+        files.push(self.file.clone());
+        Some((files, self.appended_seq))
     }
 
-    /// After a successful fsync of the file handed out by `commit_target`.
+    /// After a successful fsync of the files handed out by `commit_target`.
     pub fn committed(&mut self, upto: u64) {
         if self.blocked.is_none() {
             self.synced_seq = self.synced_seq.max(upto);
@@ -229,7 +245,10 @@ impl PartialJournal {
     }
 
     /// Start a new segment file for new appends and hand out every entry held, for the flush
-    /// into the primary journal. Entries stay visible here until `finish_flush`.
+    /// into the primary journal. Entries stay visible here until `finish_flush`. The old file
+    /// is not fsynced: the primary's fsync makes its entries durable (so old data goes to disk
+    /// once, not twice); a commit in between fsyncs it ([`commit_target`]), and so does
+    /// [`flush_failed`] if the primary cannot take them.
     pub fn rotate(&mut self) -> io::Result<Rotated> {
         let file_no = self.file_no + 1;
         let path = partial_path(&self.dir, self.port, file_no);
@@ -240,13 +259,9 @@ impl PartialJournal {
         };
         let file = create_segment(&path, &header)?;
         sync_dir(&self.dir)?;
-        // Entries of the old file: durable now if this fsync works, else once in the primary.
-        match self.file.sync_data() {
-            Ok(()) => self.synced_seq = self.synced_seq.max(self.appended_seq),
-            Err(_) => self.blocked = Some(self.appended_seq),
-        }
         let old_path = std::mem::replace(&mut self.path, path);
-        self.file = Arc::new(file);
+        let old = std::mem::replace(&mut self.file, Arc::new(file));
+        self.in_flight = Some((old, self.appended_seq));
         self.file_len = header.encode().len() as u64;
         self.file_no = file_no;
         let entries = self
@@ -280,12 +295,40 @@ impl PartialJournal {
         if self.blocked.is_some_and(|b| b <= r.upto_seq) {
             self.blocked = None;
         }
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|(_, upto)| *upto <= r.upto_seq)
+        {
+            self.in_flight = None;
+        }
         self.synced_seq = self.synced_seq.max(r.upto_seq);
         self.first_append = if self.writes.is_empty() {
             None
         } else {
             Some(Instant::now())
         };
+    }
+
+    /// The primary journal could not take the rotated entries: make them durable in their
+    /// partial file instead (they stay here and go to the primary with the next flush). If
+    /// that fsync fails too, their new data waits for a flush that works (`blocked`).
+    pub fn flush_failed(&mut self, r: &Rotated) {
+        let Some((f, upto)) = self.in_flight.clone() else {
+            return;
+        };
+        if upto > r.upto_seq {
+            return;
+        }
+        match f.sync_data() {
+            Ok(()) => {
+                if self.blocked.is_none() {
+                    self.synced_seq = self.synced_seq.max(upto);
+                }
+                self.in_flight = None;
+            }
+            Err(_) => self.blocked = Some(self.blocked.map_or(upto, |b| b.max(upto))),
+        }
     }
 
     #[cfg(test)]
@@ -384,15 +427,46 @@ mod tests {
 
         let r = p.rotate().unwrap();
         assert_eq!(r.entries.len(), 2);
-        assert_eq!(p.synced_seq, 2);
+        assert_eq!(p.synced_seq, 0, "not durable until the primary has them");
         assert!(p.first_after(0, 50).is_some(), "visible until flushed");
         // An append after the rotation stays after the flush.
         p.append(300, vec![entry(16, 4)]).unwrap();
+        // A commit meanwhile fsyncs the rotated file and the current one.
+        let (files, upto) = p.commit_target().unwrap();
+        assert_eq!((files.len(), upto), (2, 3));
         p.finish_flush(&r);
+        assert_eq!(p.synced_seq, 2);
+        let (files, upto) = p.commit_target().unwrap();
+        assert_eq!((files.len(), upto), (1, 3));
         assert!(p.first_after(0, 50).is_none());
         assert!(p.first_after(1, 50).is_none());
         assert_eq!(p.first_after(2, 0).unwrap().data[0], 4);
         assert_eq!(p.bytes, 4096 + 64);
+    }
+
+    #[test]
+    fn a_failed_primary_flush_makes_the_rotated_entries_durable_in_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = PartialJournal::create(dir.path(), 3, 4096, 0).unwrap();
+        p.append(100, vec![entry(0, 1)]).unwrap();
+        p.append(200, vec![entry(8, 2)]).unwrap();
+        let r = p.rotate().unwrap();
+        p.append(300, vec![entry(16, 3)]).unwrap();
+        assert_eq!(p.synced_seq, 0);
+        p.flush_failed(&r);
+        assert_eq!(p.synced_seq, 2, "fsynced where they are");
+        assert!(
+            p.first_after(0, 50).is_some(),
+            "still held for the next flush"
+        );
+        let (files, upto) = p.commit_target().unwrap();
+        assert_eq!((files.len(), upto), (1, 3));
+        // The next flush takes all three.
+        let r2 = p.rotate().unwrap();
+        assert_eq!(r2.entries.len(), 3);
+        p.finish_flush(&r2);
+        assert_eq!(p.synced_seq, 3);
+        assert!(p.commit_target().is_none());
     }
 
     #[test]

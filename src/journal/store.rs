@@ -863,12 +863,15 @@ impl Shared {
         self.apply_cache()
     }
 
-    /// Group commit: one fsync per partial journal with unsynced appends.
+    /// Group commit: one fsync per partial journal with unsynced appends (and of a rotated file
+    /// on its way into the primary, whose entries are not durable until that flush is done).
     fn commit_journals(&self) -> Result<()> {
         for pj in self.all_ports() {
             let target = lock(&pj).commit_target();
-            let Some((file, upto)) = target else { continue };
-            match file.sync_data() {
+            let Some((files, upto)) = target else {
+                continue;
+            };
+            match files.iter().try_for_each(|f| f.sync_data()) {
                 Ok(()) => lock(&pj).committed(upto),
                 Err(e) => {
                     let port = lock(&pj).port;
@@ -1006,7 +1009,10 @@ impl Shared {
         // Durable and indexed in the primary before it leaves the partial journal, so views
         // always find it in one or the other.
         let refs: Vec<(&Entry, Status)> = rotated.entries.iter().map(|(e, s)| (&**e, *s)).collect();
-        self.primary.append_refs(&refs)?;
+        if let Err(e) = self.primary.append_refs(&refs) {
+            lock(pj).flush_failed(&rotated);
+            return Err(e);
+        }
         let port = {
             let mut p = lock(pj);
             p.finish_flush(&rotated);
@@ -1090,8 +1096,13 @@ impl Shared {
 
     fn background_round(&self) -> Result<()> {
         {
+            // Entries become durable when their partial journal is flushed into the primary
+            // (one fsync of the old data there); the partial files themselves are fsynced only
+            // for FUA, SYNCHRONIZE CACHE, and when the dirty cache is full.
             let _g = lock(&self.sync_lock);
-            self.commit_journals()?;
+            if lock(&self.cache).bytes >= self.cfg.dirty_cache_limit {
+                self.commit_journals()?;
+            }
             self.apply_cache()?;
         }
         let cap = self.cfg.partial_capacity;
