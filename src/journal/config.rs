@@ -18,7 +18,8 @@ pub struct JournalConfig {
     pub segment_size: u64,
     /// Dirty cache size that makes writers wait for the group commit.
     pub dirty_cache_limit: u64,
-    /// Group commit period: journal fsync, then apply the dirty cache to the volume.
+    /// Background round period: write dirty chunks whose journal entries are durable to the
+    /// volume (and commit the partial journals when the dirty cache is full).
     pub commit_interval: HumanDuration,
     /// Journal granularity in bytes (old data is saved per chunk); raised to the block size.
     pub chunk_size: u32,
