@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::lock;
+
 pub const MAGIC: &[u8; 4] = b"RWRP";
 /// Bumped on any incompatible change of framing or messages.
 pub const VERSION: u8 = 2;
@@ -172,19 +174,11 @@ pub fn recv(r: &mut impl Read) -> Result<(Frame, u64), WireError> {
 
 /// How a link notices a dead peer: a keepalive goes out whenever nothing was sent for
 /// `keepalive`, and a read or a write that makes no progress for `timeout` fails the link.
+/// Both come from `[replication] keepalive` and `link_timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Liveness {
     pub keepalive: Duration,
     pub timeout: Duration,
-}
-
-impl Default for Liveness {
-    fn default() -> Self {
-        Liveness {
-            keepalive: Duration::from_secs(5),
-            timeout: Duration::from_secs(30),
-        }
-    }
 }
 
 /// What the connection's two users (the session and its keepalive thread) share.
@@ -204,10 +198,6 @@ impl Shared {
         self.sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
         Ok(())
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn timed_out(e: std::io::Error, doing: &'static str) -> WireError {
