@@ -245,6 +245,26 @@ site_start() { # NAME [CONFIG] -> sets PID_<NAME>, PORT_<NAME> (the environment 
     printf -v "PID_$name" '%s' "$pid"
     printf -v "PORT_$name" '%s' "$port"
 }
+# site_configs SIZE PORT SECRET_FILE: $SITES_DIR/secondary.toml (accepts volume `rep` on
+# 127.0.0.1:PORT) and $SITES_DIR/primary.toml, each with a volume `rep` of SIZE
+site_configs() {
+    cat >"$SITES_DIR/secondary.toml" <<EOT
+[[volume]]
+name = "rep"
+size = "$1"
+[replication]
+listen = "127.0.0.1:$2"
+volumes = ["rep"]
+secret_file = "$3"
+EOT
+    cat >"$SITES_DIR/primary.toml" <<EOT
+[[volume]]
+name = "rep"
+size = "$1"
+[replication]
+secret_file = "$3"
+EOT
+}
 site_cli() { local name=$1; shift; "$REWIND_BIN" --data "$SITES_DIR/$name" "$@"; }
 # site_sha_url URL: SHA-256 of a whole disk read through qemu-img's iSCSI driver
 site_sha_url() { qemu-img convert -O raw "$1" "$SITES_DIR/dump.raw" && sha256sum "$SITES_DIR/dump.raw" | cut -d' ' -f1; }

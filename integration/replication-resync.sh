@@ -45,22 +45,7 @@ caught_up() {
     fail "the secondary did not catch up"
 }
 
-cat >"$work/secondary.toml" <<EOT
-[[volume]]
-name = "rep"
-size = "1GiB"
-[replication]
-listen = "127.0.0.1:$REPL_PORT"
-volumes = ["rep"]
-secret_file = "$work/secret"
-EOT
-cat >"$work/primary.toml" <<EOT
-[[volume]]
-name = "rep"
-size = "1GiB"
-[replication]
-secret_file = "$work/secret"
-EOT
+site_configs "1GiB" "$REPL_PORT" "$work/secret"
 site_start secondary
 site_start primary
 # shellcheck disable=SC2154  # PORT_* are set by site_start (printf -v)

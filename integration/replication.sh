@@ -37,22 +37,7 @@ LINK_DOWN=$work/link.down
 
 url() { echo "iscsi://127.0.0.1:$1/$REWIND_IQN_PREFIX:$2/0"; }
 
-cat >"$work/secondary.toml" <<EOT
-[[volume]]
-name = "rep"
-size = "${SIZE_MIB}MiB"
-[replication]
-listen = "127.0.0.1:$REPL_PORT"
-volumes = ["rep"]
-secret_file = "$work/secret"
-EOT
-cat >"$work/primary.toml" <<EOT
-[[volume]]
-name = "rep"
-size = "${SIZE_MIB}MiB"
-[replication]
-secret_file = "$work/secret"
-EOT
+site_configs "${SIZE_MIB}MiB" "$REPL_PORT" "$work/secret"
 site_start secondary "$work/secondary.toml"
 site_start primary "$work/primary.toml"
 # The primary reaches the secondary through a link of 16 MiB/s.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{start_server_with, Client, Server, TARGET};
 use rewind::auth::secrets::Secret;
-use rewind::config::{ReplicationConfig, VolumeConfig};
+use rewind::config::{Config, ReplicationConfig, VolumeConfig};
 use rewind::replication::state::PrimaryStatus;
 use rewind::storage::{BlockStore, IoOrigin};
 use sha2::{Digest, Sha256};
@@ -32,6 +32,11 @@ fn volume(size_mib: u64) -> VolumeConfig {
 }
 
 async fn secondary(size_mib: u64, secret: &str) -> Server {
+    secondary_with(size_mib, secret, |_| {}).await
+}
+
+/// A secondary whose configuration `tweak` changes further.
+async fn secondary_with(size_mib: u64, secret: &str, tweak: fn(&mut Config)) -> Server {
     let secret = secret.to_string();
     start_server_with(move |c| {
         c.volumes = vec![volume(size_mib)];
@@ -41,11 +46,17 @@ async fn secondary(size_mib: u64, secret: &str) -> Server {
             secret: Some(Secret::new(secret)),
             ..Default::default()
         });
+        tweak(c);
     })
     .await
 }
 
 async fn primary(size_mib: u64, secret: &str) -> Server {
+    primary_with(size_mib, secret, |_| {}).await
+}
+
+/// A primary whose configuration `tweak` changes further.
+async fn primary_with(size_mib: u64, secret: &str, tweak: fn(&mut Config)) -> Server {
     let secret = secret.to_string();
     start_server_with(move |c| {
         c.volumes = vec![volume(size_mib)];
@@ -53,6 +64,7 @@ async fn primary(size_mib: u64, secret: &str) -> Server {
             secret: Some(Secret::new(secret)),
             ..Default::default()
         });
+        tweak(c);
     })
     .await
 }
@@ -405,15 +417,7 @@ async fn a_corrupted_update_is_detected_and_never_applied() {
     caught_up(&p).await;
     assert!(pstatus(&p).errors >= 1);
     assert!(check_shipped_points(&p, &s).await >= 2);
-    let (pv, sv) = (
-        p.running.registry.volume("vol0").expect("vol"),
-        s.running.registry.volume("vol0").expect("vol"),
-    );
-    let (a, b) =
-        tokio::task::spawn_blocking(move || (sha_of(pv.store.as_ref()), sha_of(sv.store.as_ref())))
-            .await
-            .expect("join");
-    assert_eq!(a, b);
+    assert_eq!(volume_sha(&p).await, volume_sha(&s).await);
 }
 
 /// A TCP relay that, while `stall` is set, stops forwarding and holds its connections open
@@ -465,7 +469,7 @@ async fn stalling_proxy(upstream: String, stall: Arc<AtomicBool>) -> String {
 }
 
 /// Both sites with a quick keepalive (200 ms) and link timeout (2 s).
-fn quick_link(c: &mut rewind::config::Config) {
+fn quick_link(c: &mut Config) {
     if let Some(r) = c.replication.as_mut() {
         r.keepalive = Duration::from_millis(200);
         r.link_timeout = Duration::from_secs(2);
@@ -474,26 +478,8 @@ fn quick_link(c: &mut rewind::config::Config) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stalled_link_is_noticed_at_both_ends_and_the_pairing_reconnects() {
-    let s = start_server_with(|c| {
-        c.volumes = vec![volume(16)];
-        c.replication = Some(ReplicationConfig {
-            listen: Some("127.0.0.1:0".into()),
-            volumes: vec!["vol0".into()],
-            secret: Some(Secret::new(SECRET.to_string())),
-            ..Default::default()
-        });
-        quick_link(c);
-    })
-    .await;
-    let p = start_server_with(|c| {
-        c.volumes = vec![volume(16)];
-        c.replication = Some(ReplicationConfig {
-            secret: Some(Secret::new(SECRET.to_string())),
-            ..Default::default()
-        });
-        quick_link(c);
-    })
-    .await;
+    let s = secondary_with(16, SECRET, quick_link).await;
+    let p = primary_with(16, SECRET, quick_link).await;
     let stall = Arc::new(AtomicBool::new(false));
     let via = stalling_proxy(repl_addr(&s), stall.clone()).await;
     let mut c = Client::connect(p.addr).await;
@@ -516,15 +502,7 @@ async fn a_stalled_link_is_noticed_at_both_ends_and_the_pairing_reconnects() {
 
     stall.store(false, Ordering::SeqCst);
     caught_up(&p).await;
-    let (pv, sv) = (
-        p.running.registry.volume("vol0").expect("vol"),
-        s.running.registry.volume("vol0").expect("vol"),
-    );
-    let (a, b) =
-        tokio::task::spawn_blocking(move || (sha_of(pv.store.as_ref()), sha_of(sv.store.as_ref())))
-            .await
-            .expect("join");
-    assert_eq!(a, b);
+    assert_eq!(volume_sha(&p).await, volume_sha(&s).await);
 }
 
 async fn wait_error(p: &Server, needle: &str) -> String {
@@ -644,15 +622,7 @@ async fn resync_of_a_replica_differing_in_one_percent_moves_little() {
         resync.wire_bytes * 100 < volume * 3,
         "resync moved 3% or more"
     );
-    let (pv, sv) = (
-        p.running.registry.volume("vol0").expect("vol"),
-        s.running.registry.volume("vol0").expect("vol"),
-    );
-    let (a, b) =
-        tokio::task::spawn_blocking(move || (sha_of(pv.store.as_ref()), sha_of(sv.store.as_ref())))
-            .await
-            .expect("join");
-    assert_eq!(a, b, "repaired");
+    assert_eq!(volume_sha(&p).await, volume_sha(&s).await, "repaired");
 }
 
 fn volume_sha(s: &Server) -> impl std::future::Future<Output = String> {
