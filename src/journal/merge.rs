@@ -1,6 +1,9 @@
 //! Merge and retention: per window and chunk keep the earliest entry (its old data is the
 //! chunk's state at the window start), drop history past the horizon, reclaim segments whose
-//! entries are all dropped.
+//! entries are all dropped. The index holds one key per record and extent: a key goes when
+//! every chunk it covers has an earlier entry in its window, so a key that is the earliest for
+//! some of its chunks keeps the later versions of the others (harmless: views in a merged
+//! window read at its start, and the earliest entry after the start is the kept one).
 
 use super::error::Result;
 use super::primary::{index_key, KEY_LEN};
@@ -150,36 +153,44 @@ impl Shared {
             ..Default::default()
         };
         let mut live: HashMap<u64, u64> = HashMap::new();
-        let mut drop_keys: Vec<[u8; KEY_LEN]> = Vec::new();
-        let mut last_window: Option<(u64, usize, u64)> = None;
+        let mut drop_keys: Vec<([u8; KEY_LEN], u8)> = Vec::new();
+        let mut dropped_chunks = 0u64;
+        // The extent and window being walked, and which of its chunks already have their
+        // earliest entry of that window. Keys of one extent come in time order, so a window,
+        // once left, does not come back.
+        let mut window: Option<(u64, usize, u64)> = None;
+        let mut kept = 0u32;
         for item in self.primary.iter_index() {
-            let ((chunk, ts, port, seq), loc) = item?;
-            report.scanned += 1;
+            let ((extent, ts, port, seq), loc) = item?;
+            report.scanned += u64::from(loc.n);
             let dead = if ts <= horizon {
                 true
             } else if let Some((tier, start)) = policy.window_of(now, ts) {
-                let w = (chunk, tier, start);
-                if last_window == Some(w) {
-                    true
-                } else {
-                    last_window = Some(w);
-                    false
+                let w = (extent, tier, start);
+                if window != Some(w) {
+                    window = Some(w);
+                    kept = 0;
                 }
+                // Dead when every chunk it covers has an earlier entry in the window; a key
+                // that is the earliest for any of its chunks stays whole.
+                let fresh = loc.mask() & !kept;
+                kept |= loc.mask();
+                fresh == 0
             } else {
                 false
             };
             if dead {
-                drop_keys.push(index_key(chunk, ts, port, seq));
+                drop_keys.push((index_key(extent, ts, port, seq, loc.lo), loc.n));
+                dropped_chunks += u64::from(loc.n);
                 if drop_keys.len() >= 10_000 {
                     self.primary.remove_keys(&drop_keys)?;
-                    report.dropped += drop_keys.len() as u64;
                     drop_keys.clear();
                 }
             } else {
                 *live.entry(loc.seg).or_default() += 1;
             }
         }
-        report.dropped += drop_keys.len() as u64;
+        report.dropped = dropped_chunks;
         self.primary.remove_keys(&drop_keys)?;
         self.set_marks_floor(horizon)?;
         // The index must forget before the files go.

@@ -1,7 +1,10 @@
 //! The primary journal: old data in checksummed append-only segment files, and a sled index
-//! `(chunk, ts, port, seq)` (big endian, so byte order = time order per chunk) -> location
-//! `(segment, record offset, record length, chunk index within the record)`. A record holds one
-//! write's old data for all of its chunks; each chunk has its own key.
+//! `(extent, ts, port, seq)` (big endian, so byte order = time order per extent) -> location
+//! `(segment, record offset, record length, chunk index within the record)` plus the run of the
+//! extent's chunks the record covers. A record holds one write's old data for all of its
+//! chunks; it has one key per extent of `EXTENT_CHUNKS` chunks it touches (a 128 KiB write at
+//! 4 KiB chunks: 2 or 3 keys, not 32). "The first entry for chunk c after T" is an ordered walk
+//! of c's extent from T that stops at the first key covering c.
 //!
 //! sled holds only small values (locations and metadata) and is always rebuildable from the
 //! segment files: `meta` remembers up to which offset each segment is indexed, and open catches
@@ -21,15 +24,28 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub(crate) const KEY_LEN: usize = 32;
+/// `(extent, ts, port, seq, run start)`: one write cut into several records (past
+/// `MAX_RECORD_SPAN`) has the same stamp, port and sequence in each, and two of its records may
+/// share an extent; the run's first chunk keeps their keys apart.
+pub(crate) const KEY_LEN: usize = 33;
 
-/// Index key of one entry.
-pub(crate) fn index_key(chunk: u64, ts: u64, port: u64, seq: u64) -> [u8; KEY_LEN] {
+/// Chunks per index extent. A key covers a run of at most this many chunks; a lookup walks
+/// the keys of one extent, so a larger extent means fewer keys per large write but longer
+/// walks where one chunk of an extent is rewritten much more often than its neighbours.
+pub(crate) const EXTENT_CHUNKS: u64 = 16;
+
+/// Version of the index layout, kept in `meta`: an index of another layout is rebuilt from
+/// the segments at open (the segments themselves do not change).
+const INDEX_FORMAT: u32 = 2;
+
+/// Index key of one record's run within one extent.
+pub(crate) fn index_key(extent: u64, ts: u64, port: u64, seq: u64, lo: u8) -> [u8; KEY_LEN] {
     let mut k = [0u8; KEY_LEN];
-    k[0..8].copy_from_slice(&chunk.to_be_bytes());
+    k[0..8].copy_from_slice(&extent.to_be_bytes());
     k[8..16].copy_from_slice(&ts.to_be_bytes());
     k[16..24].copy_from_slice(&port.to_be_bytes());
     k[24..32].copy_from_slice(&seq.to_be_bytes());
+    k[32] = lo;
     k
 }
 
@@ -42,7 +58,7 @@ fn be(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.get(0..8)?.try_into().ok()?))
 }
 
-/// (chunk, ts, port, seq) of an index key.
+/// (extent, ts, port, seq) of an index key.
 pub(crate) fn parse_key(k: &[u8]) -> Option<(u64, u64, u64, u64)> {
     if k.len() != KEY_LEN {
         return None;
@@ -53,17 +69,23 @@ pub(crate) fn parse_key(k: &[u8]) -> Option<(u64, u64, u64, u64)> {
 /// `(ts, port, seq)` of an indexed entry and where its record lives.
 pub(crate) type IndexHit = ((u64, u64, u64), Loc);
 
-/// Where a chunk's entry lives: its record, and which of the record's chunks it is.
+/// Where an index key's chunks live: the record, the run of the extent's chunks it covers
+/// (`lo..lo + n`, relative to the extent's first chunk), and the record's chunk index of the
+/// run's first chunk. Lookups for one chunk hand out a `Loc` whose `idx` is that chunk's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Loc {
     pub seg: u64,
     pub off: u64,
     pub len: u32,
-    /// Chunk index within the record (0 = the record's first chunk).
+    /// Chunk index within the record (0 = the record's first chunk) of chunk `lo`.
     pub idx: u32,
+    /// First chunk of the run, relative to the extent.
+    pub lo: u8,
+    /// Chunks in the run (1..=EXTENT_CHUNKS).
+    pub n: u8,
 }
 
-const LOC_LEN: usize = 24;
+const LOC_LEN: usize = 26;
 
 impl Loc {
     fn encode(&self) -> [u8; LOC_LEN] {
@@ -72,10 +94,16 @@ impl Loc {
         v[8..16].copy_from_slice(&self.off.to_be_bytes());
         v[16..20].copy_from_slice(&self.len.to_be_bytes());
         v[20..24].copy_from_slice(&self.idx.to_be_bytes());
+        v[24] = self.lo;
+        v[25] = self.n;
         v
     }
     pub fn decode(v: &[u8]) -> Option<Self> {
         if v.len() != LOC_LEN {
+            return None;
+        }
+        let (lo, n) = (v[24], v[25]);
+        if n == 0 || u64::from(lo) + u64::from(n) > EXTENT_CHUNKS {
             return None;
         }
         Some(Loc {
@@ -83,12 +111,33 @@ impl Loc {
             off: be(&v[8..])?,
             len: u32::from_be_bytes(v[16..20].try_into().ok()?),
             idx: u32::from_be_bytes(v[20..24].try_into().ok()?),
+            lo,
+            n,
         })
     }
     /// The same record.
     pub fn record(&self) -> (u64, u64) {
         (self.seg, self.off)
     }
+    /// The extent's chunks this key covers, as a bit mask (bit k = the extent's chunk k).
+    pub fn mask(&self) -> u32 {
+        (((1u64 << self.n) - 1) << self.lo) as u32
+    }
+    /// This location narrowed to chunk `k` of the extent, if the key covers it.
+    pub fn for_chunk(&self, k: u64) -> Option<Loc> {
+        let lo = u64::from(self.lo);
+        (lo..lo + u64::from(self.n)).contains(&k).then(|| Loc {
+            idx: self.idx + (k - lo) as u32,
+            lo: k as u8,
+            n: 1,
+            ..*self
+        })
+    }
+}
+
+/// The extent of a chunk and the chunk's place in it.
+pub(crate) fn extent_of(chunk: u64) -> (u64, u64) {
+    (chunk / EXTENT_CHUNKS, chunk % EXTENT_CHUNKS)
 }
 
 /// How many recently read records `read_entry` keeps decoded: reading a view chunk by chunk
@@ -239,6 +288,18 @@ impl PrimaryJournal {
                 }
             }
         }
+        // An index of an older layout: rebuilt below (and marked current once it is).
+        let format = meta
+            .get("index_format")?
+            .and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes));
+        if format != Some(INDEX_FORMAT) {
+            if index.is_empty() {
+                meta.insert("index_format", &INDEX_FORMAT.to_be_bytes())?;
+            } else {
+                tracing::info!("journal index has an older layout; rebuilding it from segments");
+                rebuild = true;
+            }
+        }
         let mut segs = list_segments(&seg_dir)?;
         // The newest segment may have been created just before a crash, without its header:
         // it holds nothing.
@@ -299,6 +360,11 @@ impl PrimaryJournal {
             pj.catch_up(&segs, false)?
         };
         rec.rebuilt = rebuild;
+        if rebuild {
+            pj.meta
+                .insert("index_format", &INDEX_FORMAT.to_be_bytes())?;
+            pj.db.flush()?;
+        }
         // Continue in the last segment if it has room.
         if let Some(&last) = segs.iter().next_back() {
             let path = seg_path(&pj.dir, last);
@@ -363,21 +429,21 @@ impl PrimaryJournal {
                             reason: "entry not cut to this journal's chunks".into(),
                         });
                     }
-                    for (idx, key) in self.keys_of(e).enumerate() {
+                    for (key, run) in self.keys_of(e) {
                         let loc = Loc {
                             seg,
                             off: s.offset,
                             len: s.len,
-                            idx: idx as u32,
+                            ..run
                         };
                         // A record past `done` may already be indexed (a crash between the
                         // index batch and the `meta` update): count it once.
                         if from_zero || !self.index.contains_key(key)? {
-                            added += 1;
+                            added += u64::from(run.n);
                         }
                         batch.insert(&key[..], &loc.encode()[..]);
-                        rec.records_indexed += 1;
                     }
+                    rec.records_indexed += u64::from(e.chunks());
                     rec.max_ts = rec.max_ts.max(e.ts);
                 }
             }
@@ -426,11 +492,26 @@ impl PrimaryJournal {
         lba / self.blocks_per_chunk
     }
 
-    /// The index keys of an entry, one per chunk, in chunk order.
-    fn keys_of<'a>(&self, e: &'a Entry) -> impl Iterator<Item = [u8; KEY_LEN]> + 'a {
+    /// The index keys of an entry, one per extent it touches, in extent order, each with the
+    /// run of the extent it covers (a `Loc` without its record's place).
+    fn keys_of<'a>(&self, e: &'a Entry) -> impl Iterator<Item = ([u8; KEY_LEN], Loc)> + 'a {
         let c0 = self.chunk_of(e.lba);
         let end = c0.saturating_add(u64::from(e.chunks()));
-        (c0..end).map(move |c| index_key(c, e.ts, e.port, e.seq))
+        let (x0, _) = extent_of(c0);
+        let x1 = if end > c0 { extent_of(end - 1).0 } else { x0 };
+        (x0..=x1).filter(move |_| end > c0).map(move |x| {
+            let from = c0.max(x * EXTENT_CHUNKS);
+            let to = end.min((x + 1) * EXTENT_CHUNKS);
+            let run = Loc {
+                seg: 0,
+                off: 0,
+                len: 0,
+                idx: (from - c0) as u32,
+                lo: (from - x * EXTENT_CHUNKS) as u8,
+                n: (to - from) as u8,
+            };
+            (index_key(x, e.ts, e.port, e.seq, run.lo), run)
+        })
     }
 
     fn new_segment(&self, a: &mut Active) -> Result<()> {
@@ -483,7 +564,7 @@ impl PrimaryJournal {
         let mut batch = sled::Batch::default();
         let mut w = Pending::default();
         let mut max_ts = 0;
-        let mut keys = 0u64;
+        let mut chunks = 0u64;
         let mut touched: Vec<(u64, u64)> = Vec::new();
         for &(e, status) in entries {
             if a.broken || a.len >= self.segment_size {
@@ -497,16 +578,16 @@ impl PrimaryJournal {
             w.parts.push(Part::Head(from, w.head.len()));
             w.parts.push(Part::Data(&e.data));
             w.len += u64::from(len);
-            for (idx, key) in self.keys_of(e).enumerate() {
+            for (key, run) in self.keys_of(e) {
                 let loc = Loc {
                     seg: a.id,
                     off,
                     len,
-                    idx: idx as u32,
+                    ..run
                 };
                 w.locs.push((key, loc));
-                keys += 1;
             }
+            chunks += u64::from(e.chunks());
             max_ts = max_ts.max(e.ts);
             if a.len + w.len >= self.segment_size || w.parts.len() >= 4096 {
                 self.write_out(&mut a, &mut w, &mut batch, &mut touched)?;
@@ -514,8 +595,8 @@ impl PrimaryJournal {
         }
         self.write_out(&mut a, &mut w, &mut batch, &mut touched)?;
         drop(a);
-        // Keys are (chunk, ts, port, seq) of new writes: each is new to the index.
-        batch.insert(COUNT_KEY, &(self.count()? + keys).to_be_bytes()[..]);
+        // Keys are (extent, ts, port, seq) of new writes: each is new to the index.
+        batch.insert(COUNT_KEY, &(self.count()? + chunks).to_be_bytes()[..]);
         self.index.apply_batch(batch)?;
         for (seg, end) in touched {
             self.meta.insert(seg_meta_key(seg), &end.to_be_bytes())?;
@@ -568,26 +649,15 @@ impl PrimaryJournal {
         Ok(())
     }
 
-    /// The first entry for `chunk` stamped after `ts`: its key parts and location.
+    /// The first entry for `chunk` stamped after `ts`: its key parts and location (narrowed
+    /// to the chunk).
     pub fn first_after(&self, chunk: u64, ts: u64) -> Result<Option<IndexHit>> {
-        if ts == u64::MAX {
-            return Ok(None);
-        }
-        let lo = index_key(chunk, ts + 1, 0, 0);
-        let hi = index_key(chunk, u64::MAX, u64::MAX, u64::MAX);
-        match self.index.range(lo..=hi).next() {
-            None => Ok(None),
-            Some(kv) => {
-                let (k, v) = kv?;
-                let (_, ts, port, seq) = parse_key(&k).ok_or_else(|| self.bad_index())?;
-                let loc = Loc::decode(&v).ok_or_else(|| self.bad_index())?;
-                Ok(Some(((ts, port, seq), loc)))
-            }
-        }
+        Ok(self.first_after_range(chunk, chunk, ts)?.pop().flatten())
     }
 
-    /// `first_after` for every chunk of `c0..=c1` with one ordered walk of the index (re-seeking
-    /// only past a chunk with many versions at or before `ts`).
+    /// `first_after` for every chunk of `c0..=c1` with one ordered walk of the index per extent:
+    /// the walk of an extent stops once each of its chunks in the range is answered. Between
+    /// extents, and past many keys at or before `ts`, the walk re-seeks.
     pub fn first_after_range(&self, c0: u64, c1: u64, ts: u64) -> Result<Vec<Option<IndexHit>>> {
         let n = (c1 - c0 + 1) as usize;
         let mut out = vec![None; n];
@@ -595,30 +665,60 @@ impl PrimaryJournal {
             return Ok(out);
         }
         const MAX_SKIP: u32 = 16;
-        let hi = index_key(c1, u64::MAX, u64::MAX, u64::MAX);
-        let mut it = self.index.range(index_key(c0, ts + 1, 0, 0)..=hi);
-        let mut c = c0;
+        let (x0, _) = extent_of(c0);
+        let (x1, _) = extent_of(c1);
+        let hi = index_key(x1, u64::MAX, u64::MAX, u64::MAX, u8::MAX);
+        let mut x = x0;
+        let mut it = self.index.range(index_key(x, ts + 1, 0, 0, 0)..=hi);
+        // Chunks of extent `x` within the range not answered yet.
+        let wanted = |x: u64| -> u32 {
+            let from = c0.max(x * EXTENT_CHUNKS) - x * EXTENT_CHUNKS;
+            let to = c1.min(x * EXTENT_CHUNKS + EXTENT_CHUNKS - 1) - x * EXTENT_CHUNKS;
+            (((1u64 << (to - from + 1)) - 1) << from) as u32
+        };
+        let mut open = wanted(x);
         let mut skipped = 0;
-        while c <= c1 {
+        while x <= x1 {
             let Some(kv) = it.next() else { break };
             let (k, v) = kv?;
-            let (kc, kts, port, seq) = parse_key(&k).ok_or_else(|| self.bad_index())?;
-            if kc > c {
-                // Nothing after `ts` for the chunks in between.
-                c = kc;
+            let (kx, kts, port, seq) = parse_key(&k).ok_or_else(|| self.bad_index())?;
+            if kx > x {
+                // Extents in between have nothing after `ts`.
+                x = kx;
+                open = wanted(x);
                 skipped = 0;
             }
-            if kc == c && kts > ts {
+            if kx == x && kts > ts {
                 let loc = Loc::decode(&v).ok_or_else(|| self.bad_index())?;
-                out[(c - c0) as usize] = Some(((kts, port, seq), loc));
-                c += 1;
-                skipped = 0;
-                continue;
+                let hit = loc.mask() & open;
+                if hit != 0 {
+                    let mut bits = hit;
+                    while bits != 0 {
+                        let k = u64::from(bits.trailing_zeros());
+                        bits &= bits - 1;
+                        if let Some(l) = loc.for_chunk(k) {
+                            out[(x * EXTENT_CHUNKS + k - c0) as usize] =
+                                Some(((kts, port, seq), l));
+                        }
+                    }
+                    open &= !hit;
+                    skipped = 0;
+                    if open == 0 {
+                        x += 1;
+                        if x > x1 {
+                            break;
+                        }
+                        open = wanted(x);
+                        it = self.index.range(index_key(x, ts + 1, 0, 0, 0)..=hi);
+                    }
+                    continue;
+                }
             }
-            // A later version of a chunk already answered, or an earlier one of chunk `c`.
+            // A key at or before `ts` (walked into from the extent before), or one after `ts`
+            // that covers only answered chunks (walked past: a later version).
             skipped += 1;
-            if skipped > MAX_SKIP && c <= c1 {
-                it = self.index.range(index_key(c, ts + 1, 0, 0)..=hi);
+            if kts <= ts && skipped > MAX_SKIP {
+                it = self.index.range(index_key(x, ts + 1, 0, 0, 0)..=hi);
                 skipped = 0;
             }
         }
@@ -702,31 +802,44 @@ impl PrimaryJournal {
 
     /// Remove index keys that exist (the caller found them in the index; index changes are
     /// serialized by the store's flush lock).
-    pub fn remove_keys(&self, keys: &[[u8; KEY_LEN]]) -> Result<()> {
+    /// Each key comes with the number of chunks it covers (`Loc::n`), for the running count.
+    pub fn remove_keys(&self, keys: &[([u8; KEY_LEN], u8)]) -> Result<()> {
         let mut b = sled::Batch::default();
-        for k in keys {
+        let mut chunks = 0u64;
+        for (k, n) in keys {
             b.remove(&k[..]);
+            chunks += u64::from(*n);
         }
-        let n = self.count()?.saturating_sub(keys.len() as u64);
+        let n = self.count()?.saturating_sub(chunks);
         b.insert(COUNT_KEY, &n.to_be_bytes()[..]);
         self.index.apply_batch(b)?;
         Ok(())
     }
 
-    /// The running entry count (no index walk).
+    /// The running count of indexed chunk versions (a record counts once per chunk it
+    /// covers), kept without an index walk.
     fn count(&self) -> Result<u64> {
         Ok(self.index.get(COUNT_KEY)?.and_then(|v| be(&v)).unwrap_or(0))
     }
 
-    /// Number of indexed entries: the running count, O(1).
+    /// Number of indexed chunk versions ("entries" in history and status): O(1).
     pub fn len(&self) -> usize {
         self.count().unwrap_or(0) as usize
     }
 
-    /// Count the index by walking it (tests check the running count against this).
+    /// Count the chunk versions by walking the index (tests check the running count against
+    /// this).
     #[cfg(test)]
     pub fn walk_len(&self) -> usize {
-        self.index.len() - usize::from(self.index.contains_key(COUNT_KEY).unwrap_or(false))
+        self.iter_index()
+            .map(|r| usize::from(r.map(|(_, l)| l.n).unwrap_or(0)))
+            .sum()
+    }
+
+    /// Index keys (for tests of the extent layout).
+    #[cfg(test)]
+    pub fn key_count(&self) -> usize {
+        self.iter_index().count()
     }
 
     /// Segment ids on disk, and the one being appended to.
@@ -857,6 +970,86 @@ mod tests {
     }
 
     #[test]
+    fn a_record_has_one_key_per_extent_it_touches() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+        // 32 chunks from chunk 2: extents 0 (2..16), 1 (16..32), 2 (32..34).
+        p.append(&[multi(10, 2 * 8, 32, 1, Some(20))]).unwrap();
+        assert_eq!((p.key_count(), p.len(), p.walk_len()), (3, 32, 32));
+        for c in 2..34u64 {
+            let ((ts, _, _), loc) = p.first_after(c, 0).unwrap().unwrap();
+            assert_eq!((ts, loc.idx), (10, (c - 2) as u32), "chunk {c}");
+        }
+        assert_eq!(chunk_byte(&p, 22, 0), Some((10, None)), "unallocated chunk");
+        assert_eq!(chunk_byte(&p, 33, 0), Some((10, Some(32))));
+        assert!(p.first_after(1, 0).unwrap().is_none());
+        assert!(p.first_after(34, 0).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_index_of_the_older_layout_is_rebuilt_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (p, _) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+            p.append(&[multi(10, 0, 20, 1, None), entry(11, 8, 2)])
+                .unwrap();
+            // What the per-chunk layout left: format unset, 32-byte keys, 24-byte values.
+            p.meta.remove("index_format").unwrap();
+            p.index.insert([7u8; 32], &[0u8; 24]).unwrap();
+            p.flush_index().unwrap();
+        }
+        let (p, r) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+        assert!(r.rebuilt);
+        assert_eq!((p.len(), p.walk_len(), p.key_count()), (21, 21, 3));
+        assert_eq!(chunk_byte(&p, 1, 0), Some((10, Some(2))));
+        assert_eq!(chunk_byte(&p, 1, 10), Some((11, Some(2))));
+        drop(p);
+        let (_, r) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+        assert!(!r.rebuilt, "marked current once rebuilt");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Lookups against a brute-force answer over the appended records: random runs of
+        /// chunks (some crossing extents, some one chunk rewritten often next to cold ones).
+        #[test]
+        fn lookups_match_a_brute_force_answer(
+            writes in proptest::collection::vec((0u64..60, 1u32..40, 0u8..4), 1..60),
+            probes in proptest::collection::vec((0u64..100, 0u64..100, 0u64..80), 1..12),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let (p, _) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+            let mut es = Vec::new();
+            for (i, (c, n, hot)) in writes.iter().enumerate() {
+                // `hot` > 0: a burst of single-chunk rewrites of chunk 17.
+                for j in 0..u64::from(*hot) * 5 {
+                    es.push(entry(1000 + i as u64 * 100 + j, 17 * 8, 9));
+                }
+                es.push(multi(1000 + i as u64 * 100 + 50, c * 8, *n, i as u8, None));
+            }
+            p.append(&es).unwrap();
+            let brute = |c: u64, ts: u64| {
+                es.iter()
+                    .filter(|e| e.ts > ts && (e.first_chunk()..e.first_chunk() + u64::from(e.chunks())).contains(&c))
+                    .min_by_key(|e| (e.ts, e.port, e.seq))
+                    .map(|e| (e.ts, (c - e.first_chunk()) as u32))
+            };
+            for (a, b, t) in probes {
+                let (c0, c1) = (a.min(b), a.max(b));
+                let ts = 1000 + t * 100;
+                let got = p.first_after_range(c0, c1, ts).unwrap();
+                for c in c0..=c1 {
+                    let want = brute(c, ts);
+                    let hit = got[(c - c0) as usize].map(|((ts, _, _), l)| (ts, l.idx));
+                    proptest::prop_assert_eq!(hit, want, "chunk {} after {}", c, ts);
+                    let one = p.first_after(c, ts).unwrap().map(|((ts, _, _), l)| (ts, l.idx));
+                    proptest::prop_assert_eq!(one, want);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn range_lookup_matches_per_chunk_lookups() {
         let dir = tempfile::tempdir().unwrap();
         let (p, _) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
@@ -961,8 +1154,8 @@ mod tests {
             .iter_index()
             .take(10)
             .map(|r| {
-                let ((c, ts, port, seq), _) = r.unwrap();
-                index_key(c, ts, port, seq)
+                let ((x, ts, port, seq), l) = r.unwrap();
+                (index_key(x, ts, port, seq, l.lo), l.n)
             })
             .collect();
         p.remove_keys(&gone).unwrap();
