@@ -13,6 +13,10 @@
 #        iscsi-perf      random 4 KiB reads, QD32, for a fixed time
 #      and the table shows the median of the rounds per workload and target, and the ratios
 #      rewind/tgt of the medians.
+#   4. Reads of the past: a read-only view of the `cdp` volume exported at the moment before
+#      the first benchmark write (so every block the write workloads touched is read from the
+#      journal) against the live volume, the read workloads only, same rounds and rotation; a
+#      second table shows view/live.
 #
 # usage: integration/bench.sh [--quick] [--rounds N] [--size BYTES] [--write-docs] [--no-build]
 #                             [--tgt-stock]
@@ -173,8 +177,9 @@ rewind_journaled cdp || fail "volume cdp is not journaled"
 url_of() { # TARGET -> iscsi URL
     case "$1" in
         tgt) echo "iscsi://127.0.0.1:$TGT_PORT/$TGT_IQN/1" ;;
-        cdp) echo "iscsi://127.0.0.1:$REWIND_PORT/$REWIND_IQN_PREFIX:cdp/0" ;;
+        cdp|live) echo "iscsi://127.0.0.1:$REWIND_PORT/$REWIND_IQN_PREFIX:cdp/0" ;;
         nojournal) echo "iscsi://127.0.0.1:$REWIND_PORT/$REWIND_IQN_PREFIX:nojournal/0" ;;
+        view) echo "iscsi://127.0.0.1:$REWIND_PORT/$VIEW_IQN/0" ;;
     esac
 }
 alive() {
@@ -212,19 +217,35 @@ run_one() {
     alive
 }
 
-# ---- the runs ----------------------------------------------------------------------------------
-log "tgt on port $TGT_PORT, rewind on port $REWIND_PORT; $ROUNDS round(s)"
-for ((r = 1; r <= ROUNDS; r++)); do
-    log "round $r/$ROUNDS"
-    for wl in "${WORKLOADS[@]}"; do
-        read -r name tool size depth count <<<"$wl"
-        # rotate the order of the targets from round to round
-        for ((k = 0; k < ${#TARGETS[@]}; k++)); do
-            t=${TARGETS[$(((k + r - 1) % ${#TARGETS[@]}))]}
-            run_one "$r" "$t" "$name" "$tool" "$size" "$depth" "$count"
+# rounds TARGET...: every round runs each workload of WORKLOADS against the targets given,
+# rotating their order from round to round
+rounds() {
+    local targets=("$@") r k t wl name tool size depth count
+    for ((r = 1; r <= ROUNDS; r++)); do
+        log "round $r/$ROUNDS (${targets[*]})"
+        for wl in "${WORKLOADS[@]}"; do
+            read -r name tool size depth count <<<"$wl"
+            [ -n "${ONLY_READS:-}" ] && [ "$tool" = qemu-w ] && continue
+            for ((k = 0; k < ${#targets[@]}; k++)); do
+                t=${targets[$(((k + r - 1) % ${#targets[@]}))]}
+                run_one "$r" "$t" "$name" "$tool" "$size" "$depth" "$count"
+            done
         done
     done
-done
+}
+
+# ---- the runs ----------------------------------------------------------------------------------
+log "tgt on port $TGT_PORT, rewind on port $REWIND_PORT; $ROUNDS round(s)"
+# The point the view of step 4 shows: before any benchmark write.
+VIEW_AT=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
+sleep 0.01
+rounds "${TARGETS[@]}"
+
+# ---- reads of the past -----------------------------------------------------------------------
+VIEW_IQN=$(rewind_cli snapshot export cdp --at "$VIEW_AT" --name bench | tail -n 1)
+case "$VIEW_IQN" in iqn.*) ;; *) fail "snapshot export printed no IQN: $VIEW_IQN" ;; esac
+log "view of cdp at $VIEW_AT: $VIEW_IQN; $(rewind_cli history cdp | grep -i 'entries' | head -1 | sed 's/^ *//')"
+ONLY_READS=1 rounds view live
 
 # ---- the table ---------------------------------------------------------------------------------
 median() { # TARGET WORKLOAD COLUMN(4=iops 5=MB/s)
@@ -244,6 +265,18 @@ TABLE=$WORK/table.md
         echo "| $name | $ti | $tm | $ci | $cm | $(ratio "$ci" "$ti") | $ni | $nm | $(ratio "$ni" "$ti") |"
     done
 } >"$TABLE"
+VIEW_TABLE=$WORK/view-table.md
+{
+    echo "| workload (reads) | live IOPS | live MB/s | view IOPS | view MB/s | view/live |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for wl in "${WORKLOADS[@]}"; do
+        read -r name tool _ <<<"$wl"
+        [ "$tool" = qemu-w ] && continue
+        li=$(median live "$name" 4) lm=$(median live "$name" 5)
+        vi=$(median view "$name" 4) vm=$(median view "$name" 5)
+        echo "| $name | $li | $lm | $vi | $vm | $(ratio "$vi" "$li") |"
+    done
+} >"$VIEW_TABLE"
 
 MACHINE="$(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r), $(df -T "$WORK" | awk 'NR == 2 { print $2 }') backing filesystem"
 DATE=$(date -u +%Y-%m-%d)
@@ -257,6 +290,10 @@ echo "$DATE, $MACHINE"
 echo "$SETUP"
 echo
 cat "$TABLE"
+echo
+echo "Reads of a view exported at the start (every block the writes touched comes from the journal):"
+echo
+cat "$VIEW_TABLE"
 
 if [ "$WRITE_DOCS" = 1 ]; then
     DOC=$REPO_ROOT/docs/benchmarks.md
@@ -267,6 +304,11 @@ if [ "$WRITE_DOCS" = 1 ]; then
         echo "$SETUP."
         echo
         cat "$TABLE"
+        echo
+        echo "Reads of a view of the CDP volume exported before the first benchmark write (every"
+        echo "block the write workloads touched is read from the journal), against the live volume:"
+        echo
+        cat "$VIEW_TABLE"
         echo "<!-- bench:end -->"
     } >"$WORK/section.md"
     awk -v sec="$WORK/section.md" '
