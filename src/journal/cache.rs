@@ -2,7 +2,13 @@
 //! until the journal entries holding the data it overwrote are durable.
 
 use crate::storage::{BlockStore, IoOrigin, StorageError};
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
+
+/// Per-block states of a chunk, inline up to 8 blocks (a 4 KiB chunk of 512-byte blocks).
+pub(crate) type BlockStates = SmallVec<[u8; 8]>;
+/// Journal entries a chunk waits for, inline for the usual single writer.
+pub(crate) type Deps = SmallVec<[(u64, u64); 1]>;
 
 /// Per-block state inside a dirty chunk.
 pub(crate) const CLEAN: u8 = 0;
@@ -13,9 +19,9 @@ pub(crate) struct DirtyChunk {
     /// Full current content of the chunk.
     pub data: Vec<u8>,
     /// One of CLEAN / DATA / UNMAPPED per block.
-    pub state: Vec<u8>,
+    pub state: BlockStates,
     /// Journal entries that must be durable before applying: (port, highest seq).
-    pub deps: Vec<(u64, u64)>,
+    pub deps: Deps,
 }
 
 impl DirtyChunk {

@@ -1,7 +1,7 @@
 //! `JournaledStore`: a [`BlockStore`] that journals the old data of every change (copy on
 //! write) before the new data may reach the volume.
 
-use super::cache::{DirtyCache, DirtyChunk, CLEAN, DATA, UNMAPPED};
+use super::cache::{Deps, DirtyCache, DirtyChunk, CLEAN, DATA, UNMAPPED};
 use super::changes::{ChangeSubscription, ChangeTracker};
 use super::clock::{StampClock, SystemClock, WallClock};
 use super::config::JournalConfig;
@@ -793,8 +793,8 @@ impl Shared {
                     };
                     DirtyChunk {
                         data: content,
-                        state: vec![st; cblocks as usize],
-                        deps: Vec::new(),
+                        state: smallvec::smallvec![st; cblocks as usize],
+                        deps: Deps::new(),
                     }
                 } else {
                     let base = match bases.iter().position(|b| b.0 == c) {
@@ -803,8 +803,8 @@ impl Shared {
                     };
                     let mut d = DirtyChunk {
                         data: base,
-                        state: vec![CLEAN; cblocks as usize],
-                        deps: Vec::new(),
+                        state: smallvec::smallvec![CLEAN; cblocks as usize],
+                        deps: Deps::new(),
                     };
                     put(&mut d, clba, from, to);
                     d
@@ -963,7 +963,7 @@ impl Shared {
                         DirtyChunk {
                             data: d.data.clone(),
                             state: d.state.clone(),
-                            deps: Vec::new(),
+                            deps: Deps::new(),
                         },
                     ));
                     next = None;
