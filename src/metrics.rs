@@ -364,6 +364,19 @@ impl Metrics {
         }
     }
 
+    /// Commands and bytes counted since the daemon started (for `rewind status`).
+    pub fn io_totals(&self) -> crate::admin::IoTotals {
+        let c = |k: &str| self.commands.with_label_values(&[k]).get();
+        let b = |d: &str| self.bytes.with_label_values(&[d]).get();
+        crate::admin::IoTotals {
+            commands_read: c("read"),
+            commands_write: c("write"),
+            commands_other: c("other"),
+            bytes_read: b("read"),
+            bytes_written: b("written"),
+        }
+    }
+
     /// A PDU was answered with a Reject.
     pub fn pdu_rejected(&self) {
         self.pdus_rejected.inc();

@@ -275,6 +275,15 @@ async fn http_api_metrics_status_volumes() {
     assert!(status.targets.iter().any(|t| t.name == TARGET));
     assert_eq!(status.sessions.len(), 1);
     assert_eq!(status.portals, vec![server.addr.to_string()]);
+    // The journal facts and I/O totals `rewind status` prints.
+    let j = status
+        .journals
+        .iter()
+        .find(|j| j.volume == "vol0")
+        .expect("vol0's journal in the status");
+    assert!(j.journal_bytes > 0 && j.invalid_ports.is_empty(), "{j:?}");
+    assert_eq!(j.merge_lag_seconds, 0.0);
+    assert!(status.io.bytes_written >= 4096 && status.io.commands_read >= 1);
 
     // Volumes: create (text size), list, refuse a duplicate and bad bodies; the new volume is
     // served at once.
