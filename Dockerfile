@@ -16,9 +16,13 @@ FROM rust:1-bookworm AS builder
 WORKDIR /src
 COPY . .
 # The registry and target caches survive between builds (BuildKit / buildah cache mounts).
+# Cargo decides by modification time whether a crate changed, and COPY keeps the context's
+# times: a checkout older than the cached build would be taken as built. The touch makes the
+# workspace crates rebuild every time (the dependencies stay cached).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin rewind \
+    touch src/lib.rs src/main.rs protocol/src/lib.rs \
+    && cargo build --release --locked --bin rewind \
     && install -D -m 0755 target/release/rewind /out/rewind \
     && strip --strip-debug /out/rewind
 

@@ -101,6 +101,31 @@ pub struct TargetInfo {
     pub luns: Vec<u64>,
 }
 
+/// A journaled volume's CDP facts, as `/metrics` has them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JournalStatus {
+    pub volume: String,
+    /// The oldest point it can be rewound to (RFC 3339).
+    pub oldest: String,
+    pub journal_bytes: u64,
+    /// Age of the oldest journal entry not yet durable.
+    pub flush_lag_seconds: f64,
+    /// How long a merge has been due under the retention policy.
+    pub merge_lag_seconds: f64,
+    /// Ports whose journal is invalid now (points after their failure may be incomplete).
+    pub invalid_ports: Vec<u64>,
+}
+
+/// Commands and bytes since the daemon started, as `/metrics` counts them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IoTotals {
+    pub commands_read: u64,
+    pub commands_write: u64,
+    pub commands_other: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub version: String,
@@ -111,6 +136,11 @@ pub struct Status {
     /// Replication facts: lag, last shipped point, bytes, errors (absent from older daemons).
     #[serde(default)]
     pub replication: serde_json::Value,
+    /// Per journaled volume (absent from older daemons).
+    #[serde(default)]
+    pub journals: Vec<JournalStatus>,
+    #[serde(default)]
+    pub io: IoTotals,
 }
 
 pub fn status(reg: &Registry) -> Status {
@@ -149,7 +179,37 @@ pub fn status(reg: &Registry) -> Status {
         replication: crate::replication::for_registry(reg)
             .map(|r| r.status())
             .unwrap_or_default(),
+        journals: journal_status(reg),
+        io: crate::metrics::global().io_totals(),
     }
+}
+
+fn journal_status(reg: &Registry) -> Vec<JournalStatus> {
+    let now = crate::volume::now_micros();
+    let mut out: Vec<JournalStatus> = reg
+        .volumes()
+        .iter()
+        .filter_map(|v| {
+            let j = v.journal.as_ref()?;
+            let name = v.meta.name.clone();
+            Some(JournalStatus {
+                oldest: crate::volume::format_stamp(j.oldest_point()),
+                journal_bytes: crate::volume::dir_bytes(&reg.dd.volume_dir(&name).join("journal")),
+                flush_lag_seconds: j.flush_lag(now).as_secs_f64(),
+                merge_lag_seconds: j.merge_lag(now).as_secs_f64(),
+                invalid_ports: j
+                    .port_validity()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(_, valid)| !valid)
+                    .map(|(p, _)| p)
+                    .collect(),
+                volume: name,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.volume.cmp(&b.volume));
+    out
 }
 
 fn to_json<T: Serialize>(v: T) -> Result<serde_json::Value, String> {

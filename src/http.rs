@@ -79,11 +79,7 @@ async fn call(st: AppState, req: Request) -> Result<serde_json::Value, Response>
 
 async fn metrics(State(st): State<AppState>) -> Response {
     // Sampling the journal directories touches the disk: off the runtime.
-    let render = tokio::task::spawn_blocking(move || {
-        let m = crate::metrics::global();
-        m.observe_registry(&st.reg);
-        m.render()
-    });
+    let render = tokio::task::spawn_blocking(move || crate::metrics::global().scrape(&st.reg));
     match render.await {
         Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

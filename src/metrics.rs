@@ -14,9 +14,9 @@
 //!
 //! Sessions and connections are gauges sampled from the session table when the metrics are
 //! scraped ([`Metrics::observe_target`]), so a missed "closed" event can never make them drift;
-//! so is the journal's size on disk ([`Metrics::observe_registry`]). The other CDP gauges
-//! (oldest point in time, lags, port validity) are for the journal to set; a family with labels
-//! appears in the output once its first value is set.
+//! so are the journal's gauges (size on disk, oldest point in time, flush and merge lag, port
+//! validity: [`Metrics::observe_registry`]). A family with labels appears in the output once its
+//! first value is set.
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -74,6 +74,8 @@ pub struct Metrics {
     flush_lag: GaugeVec,
     merge_lag: GaugeVec,
     port_valid: IntGaugeVec,
+    /// Held while [`Metrics::observe_registry`] samples (and [`Metrics::scrape`] renders).
+    sampling: std::sync::Mutex<()>,
 }
 
 /// The process-wide metrics.
@@ -215,7 +217,7 @@ impl Metrics {
                 GaugeVec::new(
                     Opts::new(
                         "rewind_journal_merge_lag_seconds",
-                        "Age of the oldest journal entry past retention not yet merged into the base image.",
+                        "How long a merge has been due: time since the retention policy first wanted history the journal still keeps dropped (0 while merges keep up).",
                     ),
                     &["volume"],
                 )
@@ -233,6 +235,7 @@ impl Metrics {
                 .unwrap(),
             ),
             registry: r,
+            sampling: std::sync::Mutex::new(()),
         }
     }
 
@@ -320,19 +323,57 @@ impl Metrics {
 
     /// Sample what the volume registry knows: sessions, connections, and the size on disk of
     /// each volume's journal directory. Blocking (walks directories): call it off the runtime.
+    ///
+    /// Also the journal's gauges: oldest point, flush and merge lag, and the validity of each
+    /// port that journaled writes (a resynchronised port reads 1 again).
     pub fn observe_registry(&self, reg: &crate::volume::Registry) {
+        let _g = self.sampling.lock().unwrap_or_else(|p| p.into_inner());
+        self.observe_registry_locked(reg);
+    }
+
+    /// [`Metrics::observe_registry`], then [`Metrics::render`], with no other sampling in
+    /// between (a concurrent scrape must not see the port gauges half rebuilt). Blocking.
+    pub fn scrape(&self, reg: &crate::volume::Registry) -> String {
+        let _g = self.sampling.lock().unwrap_or_else(|p| p.into_inner());
+        self.observe_registry_locked(reg);
+        self.render()
+    }
+
+    fn observe_registry_locked(&self, reg: &crate::volume::Registry) {
         self.observe_target(&reg.ctx);
+        let now = crate::volume::now_micros();
+        self.port_valid.reset();
         for v in reg.volumes() {
             if let Some(j) = &v.journal {
-                let dir = reg.dd.volume_dir(&v.meta.name).join("journal");
-                self.journal_bytes(&v.meta.name, disk_usage(&dir));
+                let name = &v.meta.name;
+                let dir = reg.dd.volume_dir(name).join("journal");
+                self.journal_bytes(name, disk_usage(&dir));
                 let oldest = std::time::UNIX_EPOCH + Duration::from_micros(j.oldest_point());
-                self.oldest_point(&v.meta.name, oldest);
-                let invalid = j.invalid_ports(0, u64::MAX).unwrap_or_default();
-                for port in invalid {
-                    self.port_valid(&v.meta.name, &port.to_string(), false);
+                self.oldest_point(name, oldest);
+                self.flush_lag(name, j.flush_lag(now));
+                self.merge_lag(name, j.merge_lag(now));
+                match j.port_validity() {
+                    Ok(ports) => {
+                        for (port, valid) in ports {
+                            self.port_valid(name, &port.to_string(), valid);
+                        }
+                    }
+                    Err(e) => tracing::warn!(volume = %name, "cannot read port validity: {e}"),
                 }
             }
+        }
+    }
+
+    /// Commands and bytes counted since the daemon started (for `rewind status`).
+    pub fn io_totals(&self) -> crate::admin::IoTotals {
+        let c = |k: &str| self.commands.with_label_values(&[k]).get();
+        let b = |d: &str| self.bytes.with_label_values(&[d]).get();
+        crate::admin::IoTotals {
+            commands_read: c("read"),
+            commands_write: c("write"),
+            commands_other: c("other"),
+            bytes_read: b("read"),
+            bytes_written: b("written"),
         }
     }
 
@@ -341,7 +382,7 @@ impl Metrics {
         self.pdus_rejected.inc();
     }
 
-    // ---- CDP (set by the journal) ------------------------------------------------------------
+    // ---- CDP (sampled from the journals) --------------------------------------------------------
 
     pub fn journal_bytes(&self, volume: &str, bytes: u64) {
         self.journal_bytes

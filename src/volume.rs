@@ -109,7 +109,7 @@ fn retention_tiers(
 }
 
 /// Bytes of the files under `dir` (the journal's size on disk).
-fn dir_bytes(dir: &Path) -> u64 {
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

@@ -494,6 +494,11 @@ fn journal_append_child() {
         "nexus 1's port is invalid after the failed append"
     );
     assert!(j.invalid_ports(0, t0).unwrap().is_empty(), "not before it");
+    assert_eq!(
+        j.port_validity().unwrap(),
+        vec![(1, false)],
+        "/metrics shows the port invalid"
+    );
     // The failed write left no trace; the next ones work.
     assert_eq!(&r.read(0, 8).data_in[..], &pattern(1, 8)[..]);
     good(&r.write(0, &pattern(3, 8)));
@@ -511,6 +516,7 @@ fn journal_append_child() {
         j.invalid_ports(t_resync + 1, u64::MAX).unwrap().is_empty(),
         "after the resynchronisation the port is valid again"
     );
+    assert_eq!(j.port_validity().unwrap(), vec![(1, true)]);
     assert_eq!(r.disk_bytes(0, 8), pattern(3, 8));
     let deadline = Instant::now() + Duration::from_secs(1);
     while Instant::now() < deadline && r.disk_bytes(0, 8) != pattern(3, 8) {

@@ -166,13 +166,6 @@ async fn http_api_metrics_status_volumes() {
     let read = c.read10(8, 8, 512).await;
     assert_eq!((read.status, &read.data), (0, &data));
 
-    // Gauges the CDP engine sets.
-    let m = rewind::metrics::global();
-    m.oldest_point("vol0", std::time::SystemTime::now());
-    m.flush_lag("vol0", std::time::Duration::from_millis(5));
-    m.merge_lag("vol0", std::time::Duration::from_secs(1));
-    m.port_valid("vol0", "0", true);
-
     let r = request(http, "GET", "/metrics", None).await;
     assert_eq!(r.status, 200);
     assert!(
@@ -233,11 +226,45 @@ async fn http_api_metrics_status_volumes() {
             Some(("kind", "read"))
         ) >= 1.0
     );
-    // Sampled from the journal directory at scrape time: the write above is journaled.
+    // Sampled from the journal at scrape time: the write above is journaled.
     assert!(sample(&scrape, "rewind_journal_bytes", Some(("volume", "vol0"))) > 0.0);
+    let oldest = sample(
+        &scrape,
+        "rewind_journal_oldest_point_timestamp_seconds",
+        Some(("volume", "vol0")),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        oldest > now - 600.0 && oldest <= now,
+        "oldest point {oldest}, now {now}"
+    );
+    let flush_lag = sample(
+        &scrape,
+        "rewind_journal_flush_lag_seconds",
+        Some(("volume", "vol0")),
+    );
+    assert!((0.0..60.0).contains(&flush_lag), "flush lag {flush_lag}");
     assert_eq!(
-        sample(&scrape, "rewind_port_valid", Some(("port", "0"))),
-        1.0
+        sample(
+            &scrape,
+            "rewind_journal_merge_lag_seconds",
+            Some(("volume", "vol0"))
+        ),
+        0.0,
+        "a young journal has nothing to merge"
+    );
+    // The port that wrote is valid.
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "rewind_port_valid"
+                && s.labels.get("volume") == Some("vol0")
+                && matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 1.0)),
+        "no valid port for vol0"
     );
 
     // Status: the same data as the admin socket.
@@ -248,6 +275,15 @@ async fn http_api_metrics_status_volumes() {
     assert!(status.targets.iter().any(|t| t.name == TARGET));
     assert_eq!(status.sessions.len(), 1);
     assert_eq!(status.portals, vec![server.addr.to_string()]);
+    // The journal facts and I/O totals `rewind status` prints.
+    let j = status
+        .journals
+        .iter()
+        .find(|j| j.volume == "vol0")
+        .expect("vol0's journal in the status");
+    assert!(j.journal_bytes > 0 && j.invalid_ports.is_empty(), "{j:?}");
+    assert_eq!(j.merge_lag_seconds, 0.0);
+    assert!(status.io.bytes_written >= 4096 && status.io.commands_read >= 1);
 
     // Volumes: create (text size), list, refuse a duplicate and bad bodies; the new volume is
     // served at once.

@@ -63,7 +63,7 @@ pub enum Command {
     /// Create and list volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
-    /// Show the running daemon's portals, targets, sessions and volumes.
+    /// Show the running daemon's portals, targets, sessions, volumes, journals (CDP) and I/O totals.
     Status {
         /// Machine-readable output.
         #[arg(long)]

@@ -63,6 +63,35 @@ pub fn status(value: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
             v.name, v.size, v.block_size
         );
     }
+    if !s.journals.is_empty() {
+        println!("\nJOURNALS (CDP; `rewind history VOLUME` has the details)");
+        for j in &s.journals {
+            println!(
+                "  {:<20} oldest point {}  {}  flush lag {:.1}s  merge lag {:.0}s",
+                j.volume,
+                j.oldest,
+                bytesize::ByteSize(j.journal_bytes).to_string_as(true),
+                j.flush_lag_seconds,
+                j.merge_lag_seconds
+            );
+            if !j.invalid_ports.is_empty() {
+                println!(
+                    "  WARNING: {} port(s) of {} could not flush their journal; points since are not guaranteed complete",
+                    j.invalid_ports.len(),
+                    j.volume
+                );
+            }
+        }
+    }
+    let io = &s.io;
+    println!(
+        "\nI/O since start: {} reads ({}), {} writes ({}), {} other commands",
+        io.commands_read,
+        bytesize::ByteSize(io.bytes_read).to_string_as(true),
+        io.commands_write,
+        bytesize::ByteSize(io.bytes_written).to_string_as(true),
+        io.commands_other
+    );
     Ok(())
 }
 

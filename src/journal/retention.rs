@@ -115,6 +115,22 @@ impl RetentionPolicy {
         }
     }
 
+    /// The earliest time at which a merge would drop history at `oldest` (the oldest point
+    /// kept): the first `now` whose [`horizon`](Self::horizon) reaches it. A merge that has
+    /// not run since then is late by the difference.
+    pub fn merge_due(&self, oldest: u64) -> u64 {
+        match self.tiers.last() {
+            None => oldest.saturating_add(self.keep_all.micros()),
+            Some(t) => {
+                let every = t.every.micros().max(1);
+                oldest
+                    .div_ceil(every)
+                    .saturating_mul(every)
+                    .saturating_add(t.until.micros())
+            }
+        }
+    }
+
     /// For an entry stamped `ts`, merged at `now`: the coarsest tier whose window
     /// `(w*every, (w+1)*every]` containing `ts` is entirely old enough, and that window's start.
     pub fn window_of(&self, now: u64, ts: u64) -> Option<(usize, u64)> {
@@ -212,5 +228,22 @@ mod tests {
             Some((1, now - 200_000))
         );
         assert_eq!(p.horizon(now), 600_000);
+    }
+
+    #[test]
+    fn a_merge_is_due_once_the_horizon_reaches_the_oldest_point() {
+        for p in [
+            policy(),
+            RetentionPolicy {
+                keep_all: ms(10),
+                tiers: vec![],
+            },
+        ] {
+            for oldest in [1, 599_999, 600_000, 600_001, 1_234_567] {
+                let due = p.merge_due(oldest);
+                assert!(p.horizon(due) >= oldest, "{p:?} {oldest}");
+                assert!(p.horizon(due - 1) < oldest, "{p:?} {oldest}");
+            }
+        }
     }
 }

@@ -351,6 +351,54 @@ impl JournaledStore {
         Ok(out)
     }
 
+    /// How long the oldest journal entry not yet durable has waited, at wall time `now` (µs
+    /// since the epoch): zero when everything journaled is durable.
+    pub fn flush_lag(&self, now: u64) -> Duration {
+        let ports: Vec<_> = self
+            .shared
+            .ports
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let oldest = ports
+            .iter()
+            .filter_map(|p| lock(p).oldest_unsynced_ts())
+            .min();
+        Duration::from_micros(oldest.map_or(0, |ts| now.saturating_sub(ts)))
+    }
+
+    /// How long a merge has been due at wall time `now`: the time since the retention policy
+    /// first wanted history this journal still keeps dropped. Zero while merges keep up.
+    pub fn merge_lag(&self, now: u64) -> Duration {
+        let due = self.shared.cfg.retention.merge_due(self.oldest_point());
+        Duration::from_micros(now.saturating_sub(due))
+    }
+
+    /// Every port that journaled writes since the journal was opened, and every port recorded
+    /// invalid now, with whether its journal is valid now (`false` until it resynchronises).
+    pub fn port_validity(&self) -> Result<Vec<(u64, bool)>> {
+        let invalid = self
+            .shared
+            .invalid_ports(self.last_stamp().saturating_add(1), u64::MAX)?;
+        let mut ports: Vec<u64> = self
+            .shared
+            .ports
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .chain(invalid.iter().copied())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        Ok(ports
+            .into_iter()
+            .map(|p| (p, !invalid.contains(&p)))
+            .collect())
+    }
+
     /// Ports whose partial journal was invalid at any time in `[from, to]`.
     pub fn invalid_ports(&self, from: u64, to: u64) -> Result<Vec<u64>> {
         self.shared.invalid_ports(from, to)

@@ -1060,3 +1060,54 @@ fn views_stay_exact_while_ports_race() {
         }
     }
 }
+
+/// The gauges `/metrics` samples: the flush lag is the age of the oldest entry not yet durable
+/// (zero once a SYNCHRONIZE CACHE made it durable); the merge lag is how long a merge has been
+/// due under the retention policy (zero again after one); the port that wrote is valid.
+#[test]
+fn flush_and_merge_lag_and_port_validity() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = MemStore::new(64);
+    let wall = FakeWall::new(10_000_000_000);
+    let cfg = JournalConfig {
+        // Nothing moves in the background: only the calls below make entries durable.
+        partial_flush_interval: HumanDuration(Duration::from_secs(3600)),
+        partial_capacity: 64 << 20,
+        ..test_cfg()
+    };
+    let js = JournaledStore::open_with_clock(dir.path(), vol, cfg.clone(), wall.clone()).unwrap();
+    let born = js.born();
+    assert_eq!(
+        js.flush_lag(born + 1_000),
+        Duration::ZERO,
+        "nothing journaled"
+    );
+    assert!(js.port_validity().unwrap().is_empty());
+
+    js.write(port(7), 0, &[1u8; BS], false).unwrap();
+    let ts = js.last_stamp();
+    assert_eq!(
+        js.flush_lag(ts + 250_000),
+        Duration::from_millis(250),
+        "the entry waits for a commit or a flush"
+    );
+    js.flush().unwrap();
+    assert_eq!(js.flush_lag(ts + 250_000), Duration::ZERO, "durable");
+    assert_eq!(js.port_validity().unwrap(), vec![(7, true)]);
+
+    // test_cfg keeps history for 400 ms: a merge is due once the horizon passes the oldest point.
+    let due = cfg.retention.merge_due(js.oldest_point());
+    assert!(
+        due > born && due <= born + 420_000,
+        "due {due}, born {born}"
+    );
+    assert_eq!(js.merge_lag(due), Duration::ZERO);
+    assert_eq!(js.merge_lag(due + 1_500_000), Duration::from_millis(1_500));
+    wall.set(due + 1_500_000);
+    js.merge().unwrap();
+    assert!(
+        js.oldest_point() > born,
+        "the merge dropped the oldest history"
+    );
+    assert_eq!(js.merge_lag(due + 1_500_000), Duration::ZERO, "merged");
+}
