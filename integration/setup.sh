@@ -97,19 +97,35 @@ if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
     log "cargo found in ~/.cargo/bin (add it to PATH: . \"\$HOME/.cargo/env\")"
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
-if command -v cargo >/dev/null; then
+# rewind needs Rust >= 1.80 (Cargo.toml rust-version). Debian 12's `cargo`/`rustc` are 1.63;
+# its `*-web` packages (kept current for the browsers' builds) are recent enough and come with
+# rustfmt and clippy, so a machine without Rust gets those. A rustup toolchain is left alone.
+RUST_MIN=1.80
+rust_recent() { # is the cargo on PATH at least RUST_MIN?
+    local v
+    v=$(cargo --version 2>/dev/null | awk '{print $2}')
+    [ -n "$v" ] && [ "$(printf '%s\n%s\n' "$RUST_MIN" "$v" | sort -V | head -1)" = "$RUST_MIN" ]
+}
+if command -v cargo >/dev/null && rust_recent; then
     log "cargo present: $(cargo --version)"
     if command -v rustup >/dev/null; then
         # rustfmt/clippy are needed by run-all.sh; no-op when already installed
         rustup component add rustfmt clippy >/dev/null 2>&1 \
             || log "warning: 'rustup component add rustfmt clippy' failed (offline?)"
     fi
+elif command -v rustup >/dev/null; then
+    die "the rustup toolchain's cargo is older than $RUST_MIN: run 'rustup update stable'"
 else
-    log "cargo not found; rustup (https://rustup.rs) is the recommended way to install Rust."
-    log "falling back to Debian's packaged toolchain: cargo rustc rustfmt"
-    apt_install -- cargo rustc rustfmt
-    log "note: Debian 12 ships rustc $(rustc --version 2>/dev/null | awk '{print $2}'); rewind needs >= 1.80,"
-    log "      so a build with it may fail. Install a current toolchain with rustup if it does."
+    if command -v cargo >/dev/null; then
+        log "cargo $(cargo --version | awk '{print $2}') is older than $RUST_MIN; replacing it"
+    else
+        log "cargo not found"
+    fi
+    log "installing Debian's current Rust toolchain (cargo-web, rustc-web, rustfmt-web, rust-web-clippy)"
+    apt_install -- cargo-web rustc-web rustfmt-web rust-web-clippy
+    hash -r
+    rust_recent || die "cargo is still older than $RUST_MIN after installing cargo-web ($(cargo --version 2>&1))"
+    log "cargo present: $(cargo --version)"
 fi
 
 log "PASS: setup complete"
