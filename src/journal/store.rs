@@ -28,6 +28,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// What a chunk looked like at some point in time.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ChunkAt {
     /// Never written then: reads as zeros, deallocated.
     Unallocated,
@@ -274,34 +275,83 @@ impl JournaledStore {
 
     /// Write the volume's content at `ts` back onto the volume through the journaled write
     /// path, so the restore itself can be undone. `progress(done_chunks, total_chunks)`.
+    ///
+    /// Works in batches of up to 1 MiB: the batch is read from the view (one index walk) and
+    /// from the volume, compared chunk by chunk, and each run of consecutive chunks that differ
+    /// goes back with one journaled write (or one unmap, for chunks unallocated at `ts`).
+    /// Returns the number of chunks changed.
     pub fn restore_to(&self, ts: u64, progress: &mut dyn FnMut(u64, u64)) -> Result<u64> {
         let view = self.view(ts)?;
         let s = &self.shared;
+        let bs = s.block_size;
         let chunks = s.num_blocks.div_ceil(s.bpc);
+        let chunk_bytes = s.bpc as usize * bs;
+        let batch = ((1usize << 20) / chunk_bytes).max(1) as u64;
         let origin = IoOrigin::default();
         let mut changed = 0;
-        for c in 0..chunks {
-            let (lba, blocks) = s.chunk_range(c);
-            let then = view.chunk(c)?;
-            let now = s.current_chunk(c)?;
-            match then {
-                ChunkAt::Unallocated => {
-                    let (a, n) = self.allocation(lba, blocks)?;
-                    if !(a == Allocation::Deallocated && n >= blocks) {
-                        self.unmap(origin, lba, blocks)?;
-                        changed += 1;
-                    }
-                }
-                ChunkAt::Data(d) => {
-                    if d != now {
-                        self.write(origin, lba, &d, false)?;
-                        changed += 1;
-                    }
-                }
+        let mut then = Vec::new();
+        let mut now = Vec::new();
+        let mut c0 = 0;
+        while c0 < chunks {
+            let c1 = (c0 + batch).min(chunks) - 1;
+            let (lba, _) = s.chunk_range(c0);
+            let (last, last_blocks) = s.chunk_range(c1);
+            let len = ((last + last_blocks - lba) as usize) * bs;
+            then.resize(len, 0);
+            now.resize(len, 0);
+            view.read(lba, &mut then)?;
+            s.read_current(lba, &mut now)?;
+            // What chunk `c` needs: nothing, its data from `ts`, or an unmap.
+            #[derive(Clone, Copy, PartialEq)]
+            enum Need {
+                Keep,
+                Write,
+                Unmap,
             }
-            if c % 64 == 63 || c + 1 == chunks {
-                progress(c + 1, chunks);
+            let mut needs = Vec::with_capacity((c1 - c0 + 1) as usize);
+            for c in c0..=c1 {
+                let (clba, cblocks) = s.chunk_range(c);
+                let r = ((clba - lba) as usize) * bs..((clba + cblocks - lba) as usize) * bs;
+                let zeros = then[r.clone()].iter().all(|b| *b == 0);
+                let need = if zeros && view.chunk(c)? == ChunkAt::Unallocated {
+                    let (a, n) = self.allocation(clba, cblocks)?;
+                    if a == Allocation::Deallocated && n >= cblocks {
+                        Need::Keep
+                    } else {
+                        Need::Unmap
+                    }
+                } else if then[r.clone()] != now[r] {
+                    Need::Write
+                } else {
+                    Need::Keep
+                };
+                needs.push(need);
             }
+            let mut i = 0;
+            while i < needs.len() {
+                let need = needs[i];
+                let mut k = i + 1;
+                while k < needs.len() && needs[k] == need {
+                    k += 1;
+                }
+                let (from, _) = s.chunk_range(c0 + i as u64);
+                let (to_lba, to_blocks) = s.chunk_range(c0 + k as u64 - 1);
+                let to = to_lba + to_blocks;
+                match need {
+                    Need::Keep => {}
+                    Need::Write => {
+                        let r = ((from - lba) as usize) * bs..((to - lba) as usize) * bs;
+                        self.write(origin, from, &then[r], false)?;
+                    }
+                    Need::Unmap => self.unmap(origin, from, to - from)?,
+                }
+                if need != Need::Keep {
+                    changed += (k - i) as u64;
+                }
+                i = k;
+            }
+            progress(c1 + 1, chunks);
+            c0 = c1 + 1;
         }
         self.flush()?;
         Ok(changed)

@@ -184,6 +184,53 @@ fn write_read_view_restore() {
     assert_eq!(read_all(&*js.view_at(t2).unwrap()), d2);
 }
 
+/// A restore over several batches: runs of changed chunks are written back, chunks that were
+/// unallocated at the point are unmapped again, unchanged chunks are left alone.
+#[test]
+fn restore_writes_back_changed_runs_and_unmaps_what_was_unallocated() {
+    let dir = tempfile::tempdir().unwrap();
+    // 4096 blocks of 512 bytes = 512 chunks of 4 KiB: two restore batches of 256 chunks.
+    let blocks = 4096u64;
+    let vol = MemStore::new(blocks);
+    let js = JournaledStore::open(dir.path(), vol.clone(), test_cfg()).unwrap();
+    // At t1: chunks 0..300 hold data, 300..512 were never written.
+    js.write(port(1), 0, &vec![0x11; 300 * 8 * BS], false)
+        .unwrap();
+    let t1 = js.last_stamp();
+    let at_t1 = read_all(&js);
+    // Afterwards: chunks 250..260 (across the batch boundary) rewritten, 10..12 unmapped,
+    // 400..402 written, 100 rewritten with the same bytes.
+    js.write(port(1), 250 * 8, &vec![0x22; 10 * 8 * BS], false)
+        .unwrap();
+    js.unmap(port(2), 10 * 8, 2 * 8).unwrap();
+    js.write(port(2), 400 * 8, &vec![0x33; 2 * 8 * BS], false)
+        .unwrap();
+    js.write(port(1), 100 * 8, &vec![0x11; 8 * BS], false)
+        .unwrap();
+    let t2 = js.last_stamp();
+    let at_t2 = read_all(&js);
+    let mut calls = Vec::new();
+    let changed = js
+        .restore_to(t1, &mut |done, total| calls.push((done, total)))
+        .unwrap();
+    assert_eq!(changed, 10 + 2 + 2, "changed chunks");
+    assert_eq!(calls, vec![(256, 512), (512, 512)]);
+    assert!(read_all(&js) == at_t1, "the volume reads as at t1");
+    assert_eq!(
+        vol.allocation(400 * 8, 2 * 8).unwrap(),
+        (Allocation::Deallocated, 2 * 8),
+        "unallocated at t1: unmapped again"
+    );
+    assert_eq!(vol.allocation(10 * 8, 16).unwrap().0, Allocation::Mapped);
+    // The restore is journaled: the state before it is still there, and a second restore to
+    // t1 changes nothing.
+    assert!(
+        read_all(&*js.view_at(t2).unwrap()) == at_t2,
+        "t2 is still there"
+    );
+    assert_eq!(js.restore_to(t1, &mut |_, _| {}).unwrap(), 0);
+}
+
 #[test]
 fn crash_keeps_volume_behind_journal() {
     let dir = tempfile::tempdir().unwrap();
