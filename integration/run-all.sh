@@ -9,6 +9,7 @@
 # build); the exit status is non-zero if any step failed.
 # env: REWIND_VM=0              skip the open-iscsi VM test (software-emulated guest, ~30 s)
 #      REWIND_DOCKER=1          also build and test the container image (docker.sh; minutes)
+#      REWIND_LOAD_SECS=60      how long the 64-session load test runs (tests/load.rs)
 #      SKIP_SETUP=1             do not run setup.sh (e.g. no root on a prepared machine)
 #      CONFORMANCE_ALLOW_FAIL=1 conformance failures do not fail the run
 #      TARGET_IMPL=tgt          run the client tests against tgt (checks the harness itself)
@@ -48,7 +49,8 @@ else step setup "$INTEG_DIR/setup.sh" || { echo "setup failed; cannot continue" 
 fi
 step fmt cargo fmt --all --check || true
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings || true
-step test cargo test --workspace --locked || true
+# The load test runs its 64 sessions for the full 60 s here (a plain `cargo test` runs 10 s).
+step test env REWIND_LOAD_SECS="${REWIND_LOAD_SECS:-60}" cargo test --workspace --locked || true
 step fuzz env FUZZ_REQUIRED=1 "$INTEG_DIR/fuzz.sh" || true
 if step build cargo build --release --locked; then
     step clients "$INTEG_DIR/clients.sh" || true

@@ -18,7 +18,8 @@
 //! the server builds a `Pdu` -> `frame::encode` -> socket.
 //!
 //! Tests: unit tests beside the code, byte fixtures and property tests under `tests/`, and
-//! cargo-fuzz targets (`decode`, `text`) under `fuzz/`, outside the workspace.
+//! cargo-fuzz targets (`decode`, `text`, and `cdb` for the SCSI layer) under `fuzz/`, outside
+//! the workspace.
 #![forbid(unsafe_code)]
 
 pub mod bhs;
