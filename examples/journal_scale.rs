@@ -173,6 +173,11 @@ fn main() {
     if a.phase_child {
         // Fill one port's partial journal to just under its capacity, make it durable, and die
         // without any shutdown: the parent measures the recovery.
+        // No timed flush: the whole partial journal is still there at the crash.
+        let cfg = JournalConfig {
+            partial_flush_interval: HumanDuration(Duration::from_secs(3600)),
+            ..cfg
+        };
         let (j, _) = open(&a, &jdir, &data, cfg.clone());
         let per_write_bytes = (a.write / a.chunk as usize).max(1) as u64 * a.chunk as u64;
         let n = (cfg.partial_capacity / per_write_bytes).saturating_sub(1);
