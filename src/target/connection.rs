@@ -246,12 +246,13 @@ pub enum Flow {
     Close,
 }
 
-/// Gate a non-immediate request on the session's command window.
-fn admit(session: &Session, immediate: bool, cmd_sn: u32) -> Admission {
+/// Gate a non-immediate request on the session's command window. SCSI commands (`holds_slot`)
+/// keep a slot of it until they finish.
+fn admit(session: &Session, immediate: bool, cmd_sn: u32, holds_slot: bool) -> Admission {
     if immediate {
         Admission::Now
     } else {
-        lock(&session.window).admit(cmd_sn)
+        lock(&session.window).admit(cmd_sn, holds_slot)
     }
 }
 
@@ -260,7 +261,7 @@ async fn dispatch(conn: &Arc<ConnShared>, pdu: Pdu) -> Flow {
     let discovery = session.kind == SessionType::Discovery;
     match pdu {
         Pdu::ScsiCommand(cmd) if !discovery => {
-            let admission = admit(session, cmd.immediate, cmd.cmd_sn);
+            let admission = admit(session, cmd.immediate, cmd.cmd_sn, true);
             if matches!(admission, Admission::Ignore) {
                 debug!(
                     cmd_sn = cmd.cmd_sn,
@@ -288,14 +289,14 @@ async fn dispatch(conn: &Arc<ConnShared>, pdu: Pdu) -> Flow {
                 // The answer to one of our pings (or a bare ping that wants no answer).
                 return Flow::Continue;
             }
-            let admission = admit(session, nop.immediate, nop.cmd_sn);
+            let admission = admit(session, nop.immediate, nop.cmd_sn, false);
             run_admitted(conn, admission, move |conn| async move {
                 nop_out(&conn, nop).await
             })
             .await
         }
         Pdu::TaskMgmtRequest(req) if !discovery => {
-            let admission = admit(session, req.immediate, req.cmd_sn);
+            let admission = admit(session, req.immediate, req.cmd_sn, false);
             if matches!(admission, Admission::Ignore) {
                 return Flow::Continue;
             }
@@ -303,7 +304,7 @@ async fn dispatch(conn: &Arc<ConnShared>, pdu: Pdu) -> Flow {
             Flow::Continue
         }
         Pdu::TextRequest(req) => {
-            let admission = admit(session, req.immediate, req.cmd_sn);
+            let admission = admit(session, req.immediate, req.cmd_sn, false);
             run_admitted(conn, admission, move |conn| async move {
                 let mut text = conn.text.lock().await;
                 super::text::handle(&conn, &mut text, req).await
@@ -311,7 +312,7 @@ async fn dispatch(conn: &Arc<ConnShared>, pdu: Pdu) -> Flow {
             .await
         }
         Pdu::LogoutRequest(req) => {
-            let admission = admit(session, req.immediate, req.cmd_sn);
+            let admission = admit(session, req.immediate, req.cmd_sn, false);
             run_admitted(conn, admission, move |conn| async move {
                 logout(&conn, req).await
             })

@@ -40,6 +40,7 @@ pub fn start(conn: Arc<ConnShared>, cmd: ScsiCommand, admission: Admission) {
     let limit = conn.ctx.iscsi.queue_depth as usize + 16;
     if lock(&session.tasks).len() >= limit {
         debug!(tsih = session.tsih, limit, "task set full");
+        release_slot(&conn, &cmd);
         tokio::spawn(async move {
             let full = ScsiOutcome {
                 status: STATUS_TASK_SET_FULL,
@@ -64,7 +65,12 @@ pub fn start(conn: Arc<ConnShared>, cmd: ScsiCommand, admission: Admission) {
     }
     tokio::spawn(async move {
         let itt = cmd.itt;
+        let slot = (!cmd.immediate).then_some(cmd.cmd_sn);
         run(&conn, cmd, admission, data_rx, &handle).await;
+        if let Some(cmd_sn) = slot {
+            // Ended without a status (aborted, rejected): the slot frees here.
+            lock(&conn.session.window).finish(cmd_sn);
+        }
         {
             let mut tasks = lock(&conn.session.tasks);
             if tasks.get(&itt).is_some_and(|t| t.serial == handle.serial) {
@@ -324,6 +330,14 @@ fn residual(wanted: u32, expected: u32) -> (bool, bool, u32) {
     }
 }
 
+/// Free the command's slot of the CmdSN window just before its status goes out, so that the
+/// status PDU already carries the larger MaxCmdSN (an initiator with a full window waits for it).
+fn release_slot(conn: &ConnShared, cmd: &ScsiCommand) {
+    if !cmd.immediate {
+        lock(&conn.session.window).finish(cmd.cmd_sn);
+    }
+}
+
 async fn respond(conn: &ConnShared, cmd: &ScsiCommand, outcome: ScsiOutcome) {
     let edtl = cmd.expected_data_len;
     let produced = u32::try_from(outcome.data_in.len()).unwrap_or(u32::MAX);
@@ -355,6 +369,9 @@ async fn respond(conn: &ConnShared, cmd: &ScsiCommand, outcome: ScsiOutcome) {
             in_burst = 0;
         }
         let with_status = last && status_in_data;
+        if with_status {
+            release_slot(conn, cmd);
+        }
         let pdu = Pdu::DataIn(DataIn {
             final_: last || end_of_burst,
             ack: false,
@@ -390,6 +407,7 @@ async fn respond(conn: &ConnShared, cmd: &ScsiCommand, outcome: ScsiOutcome) {
         }
         _ => Bytes::new(),
     };
+    release_slot(conn, cmd);
     let _ = conn
         .send(Pdu::ScsiResponse(ScsiResponse {
             bidi_overflow: false,
