@@ -97,10 +97,10 @@ if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
     log "cargo found in ~/.cargo/bin (add it to PATH: . \"\$HOME/.cargo/env\")"
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
-# rewind needs Rust >= 1.80 (Cargo.toml rust-version). Debian 12's `cargo`/`rustc` are 1.63;
+# rewind needs Rust >= 1.85 (Cargo.toml rust-version). Debian 12's `cargo`/`rustc` are 1.63;
 # its `*-web` packages (kept current for the browsers' builds) are recent enough and come with
 # rustfmt and clippy, so a machine without Rust gets those. A rustup toolchain is left alone.
-RUST_MIN=1.80
+RUST_MIN=1.85
 rust_recent() { # is the cargo on PATH at least RUST_MIN?
     local v
     v=$(cargo --version 2>/dev/null | awk '{print $2}')
