@@ -60,7 +60,7 @@ pub fn run(data: &std::path::Path, args: &VerifyArgs) -> i32 {
         Err(e) => return usage(format!("reading {}: {e}", jdir.display())),
     };
     let entries: u64 = check.segments.iter().map(|s| s.entries).sum();
-    println!(
+    outln!(
         "journal of {}: {} segment file(s), {} entries",
         meta.name,
         check.segments.len(),
@@ -68,7 +68,7 @@ pub fn run(data: &std::path::Path, args: &VerifyArgs) -> i32 {
     );
     for s in check.torn_tails() {
         if let Some((off, why)) = &s.tail {
-            println!(
+            outln!(
                 "  torn tail (left by a crash; recovery cuts it): {} at offset {off} of {}: {why}",
                 s.file.display(),
                 s.len
@@ -77,10 +77,10 @@ pub fn run(data: &std::path::Path, args: &VerifyArgs) -> i32 {
     }
     let mut code = 0;
     if check.intact() {
-        println!("journal intact");
+        outln!("journal intact");
     } else {
         for p in &check.problems {
-            println!("CORRUPT: {p}");
+            outln!("CORRUPT: {p}");
         }
         code = 1;
     }
@@ -112,25 +112,28 @@ pub fn run(data: &std::path::Path, args: &VerifyArgs) -> i32 {
     match verify::compare_point(&dd, &meta, &journal_cfg, &point, image, extent) {
         Ok(c) => {
             if !c.invalid_ports.is_empty() {
-                println!(
+                outln!(
                     "WARNING: {} port(s) had journal failures around this point",
                     c.invalid_ports.len()
                 );
             }
             if c.mismatches.is_empty() {
-                println!(
+                outln!(
                     "view at {} equals {}",
                     rewind::volume::format_stamp(c.point),
                     image.display()
                 );
             } else {
                 for m in &c.mismatches {
-                    println!(
+                    outln!(
                         "MISMATCH extent {}+{}: view sha256 {} image sha256 {}",
-                        m.offset, m.len, m.view_sha256, m.image_sha256
+                        m.offset,
+                        m.len,
+                        m.view_sha256,
+                        m.image_sha256
                     );
                 }
-                println!(
+                outln!(
                     "view at {} differs from {} in {} extent(s)",
                     rewind::volume::format_stamp(c.point),
                     image.display(),
