@@ -7,6 +7,8 @@ use rewind::admin;
 use rewind::config::{parse_size, Config};
 use rewind::datadir::DataDir;
 
+use super::print::Progress;
+
 #[derive(Args)]
 pub struct VerifyArgs {
     pub volume: String,
@@ -55,7 +57,12 @@ pub fn run(data: &std::path::Path, args: &VerifyArgs) -> i32 {
     if !jdir.exists() {
         return usage(format!("volume {} has no journal", meta.name));
     }
-    let check = match verify::check_journal(&jdir, meta.block_size) {
+    // A bar on stderr while it runs (only on a terminal): stdout stays as scripts read it.
+    let mut bar = Progress::new(&format!("checking the journal of {}", meta.name));
+    let checked =
+        verify::check_journal_with_progress(&jdir, meta.block_size, &mut |d, t| bar.update(d, t));
+    bar.finish();
+    let check = match checked {
         Ok(c) => c,
         Err(e) => return usage(format!("reading {}: {e}", jdir.display())),
     };
@@ -109,7 +116,18 @@ pub fn run(data: &std::path::Path, args: &VerifyArgs) -> i32 {
         },
         None => rewind::journal::JournalConfig::default(),
     };
-    match verify::compare_point(&dd, &meta, &journal_cfg, &point, image, extent) {
+    let mut bar = Progress::new(&format!("comparing {} with {}", meta.name, image.display()));
+    let compared = verify::compare_point_with_progress(
+        &dd,
+        &meta,
+        &journal_cfg,
+        &point,
+        image,
+        extent,
+        &mut |d, t| bar.update(d, t),
+    );
+    bar.finish();
+    match compared {
         Ok(c) => {
             if !c.invalid_ports.is_empty() {
                 outln!(
