@@ -6,6 +6,10 @@
 //! - `GET /api/v1/volumes`: the volumes
 //! - `POST /api/v1/volumes` `{"name", "size", "block_size", "read_only"}`: create a thin volume
 //!   and serve it at once, like `rewind volume create` (size: bytes, or text such as `"10GiB"`)
+//! - history, bookmarks, snapshots, restore, merge: as the CLI commands of the same names
+//! - replication: `PUT`/`DELETE /api/v1/volumes/{volume}/replication` (`rewind replicate`,
+//!   `rewind replicate --stop`), `POST /api/v1/volumes/{volume}/promote` (`rewind promote`),
+//!   `GET /api/v1/replication` (the replication part of `rewind status`)
 //!
 //! It has no authentication: bind it to loopback or a management network. See docs/api.md.
 
@@ -39,6 +43,12 @@ pub fn router(reg: Arc<Registry>) -> Router {
         .route("/api/v1/volumes/{volume}/bookmarks", post(bookmark))
         .route("/api/v1/volumes/{volume}/restore", post(restore))
         .route("/api/v1/volumes/{volume}/merge", post(merge))
+        .route(
+            "/api/v1/volumes/{volume}/replication",
+            axum::routing::put(replicate).delete(replicate_stop),
+        )
+        .route("/api/v1/volumes/{volume}/promote", post(promote))
+        .route("/api/v1/replication", get(replication_status))
         .route(
             "/api/v1/snapshots",
             get(snapshot_list).post(snapshot_export),
@@ -268,4 +278,90 @@ async fn snapshot_export(State(st): State<AppState>, bytes: axum::body::Bytes) -
 
 async fn snapshot_unexport(State(st): State<AppState>, Path(target): Path<String>) -> Response {
     answer(st, Request::SnapshotUnexport { target }).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicateBody {
+    /// The secondary's replication listener, HOST:PORT.
+    to: String,
+    /// How often a consistent point is shipped, e.g. `"30s"` (the CLI's `--interval`).
+    #[serde(default)]
+    interval: Option<String>,
+}
+
+/// The replication request of a `PUT .../replication` body, checked as the CLI checks its flags.
+fn replicate_request(volume: String, b: ReplicateBody) -> Result<Request, String> {
+    let to = b.to.trim().to_string();
+    if to.is_empty() {
+        return Err("to: give the secondary's replication listener as HOST:PORT".into());
+    }
+    let text = b.interval.unwrap_or_else(|| "30s".into());
+    let interval = humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("interval {text:?}: {e} (give a duration such as \"30s\" or \"5m\")")
+    })?;
+    Ok(Request::Replicate {
+        volume,
+        to,
+        interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+async fn replicate(
+    State(st): State<AppState>,
+    Path(volume): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    match body::<ReplicateBody>(&bytes).and_then(|b| replicate_request(volume, b)) {
+        Ok(req) => answer(st, req).await,
+        Err(m) => error(StatusCode::BAD_REQUEST, m),
+    }
+}
+
+async fn replicate_stop(State(st): State<AppState>, Path(volume): Path<String>) -> Response {
+    answer(st, Request::ReplicateStop { volume }).await
+}
+
+async fn promote(State(st): State<AppState>, Path(volume): Path<String>) -> Response {
+    answer(st, Request::Promote { volume }).await
+}
+
+async fn replication_status(State(st): State<AppState>) -> Response {
+    answer(st, Request::ReplicationStatus).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Request, String> {
+        body::<ReplicateBody>(json.as_bytes()).and_then(|b| replicate_request("db".into(), b))
+    }
+
+    #[test]
+    fn replicate_body_defaults_and_checks() {
+        match parse(r#"{"to":"dr:3262"}"#) {
+            Ok(Request::Replicate {
+                volume,
+                to,
+                interval_ms,
+            }) => assert_eq!(
+                (volume.as_str(), to.as_str(), interval_ms),
+                ("db", "dr:3262", 30_000)
+            ),
+            other => panic!("{other:?}"),
+        }
+        match parse(r#"{"to":"dr:3262","interval":"2m"}"#) {
+            Ok(Request::Replicate { interval_ms, .. }) => assert_eq!(interval_ms, 120_000),
+            other => panic!("{other:?}"),
+        }
+        let e = parse(r#"{"to":"dr:3262","interval":"soon"}"#).unwrap_err();
+        assert!(e.contains("interval") && e.contains("30s"), "{e}");
+        let e = parse(r#"{"to":" "}"#).unwrap_err();
+        assert!(e.contains("HOST:PORT"), "{e}");
+        let e = parse(r#"{"interval":"1s"}"#).unwrap_err();
+        assert!(e.contains("missing field `to`"), "{e}");
+        let e = parse(r#"{"to":"dr:3262","stop":true}"#).unwrap_err();
+        assert!(e.contains("unknown field"), "{e}");
+    }
 }

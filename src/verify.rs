@@ -78,16 +78,36 @@ fn seg_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Check every segment of the journal in `journal_dir` (read only: nothing is changed).
 pub fn check_journal(journal_dir: &Path, block_size: u32) -> std::io::Result<JournalCheck> {
+    check_journal_with_progress(journal_dir, block_size, &mut |_, _| {})
+}
+
+/// As [`check_journal`], calling `progress(bytes_done, bytes_total)` after each segment file.
+pub fn check_journal_with_progress(
+    journal_dir: &Path,
+    block_size: u32,
+    progress: &mut dyn FnMut(u64, u64),
+) -> std::io::Result<JournalCheck> {
     let mut out = JournalCheck::default();
     let primary = seg_files(&journal_dir.join("primary"))?;
     let partial = seg_files(&journal_dir.join("partial"))?;
     let newest_primary = primary.last().cloned();
+    let total: u64 = primary
+        .iter()
+        .chain(&partial)
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let mut done = 0u64;
+    progress(0, total);
     for (path, want) in primary
         .iter()
         .map(|p| (p, SegmentKind::Primary))
         .chain(partial.iter().map(|p| (p, SegmentKind::Partial)))
     {
         let buf = std::fs::read(path)?;
+        // A segment still growing when the sizes were taken must not run past the total.
+        done = (done + buf.len() as u64).min(total);
+        progress(done, total);
         let name = path.display().to_string();
         let kind = match want {
             SegmentKind::Primary => "primary",
@@ -195,6 +215,16 @@ pub fn compare_image(
     image: &Path,
     extent: u64,
 ) -> anyhow::Result<Vec<Mismatch>> {
+    compare_image_with_progress(store, image, extent, &mut |_, _| {})
+}
+
+/// As [`compare_image`], calling `progress(bytes_done, bytes_total)` after each extent.
+pub fn compare_image_with_progress(
+    store: &dyn BlockStore,
+    image: &Path,
+    extent: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<Vec<Mismatch>> {
     let bs = store.block_size() as u64;
     let extent = (extent.max(bs) / bs) * bs;
     let size = store.num_blocks() * bs;
@@ -227,6 +257,7 @@ pub fn compare_image(
             });
         }
         off += n;
+        progress(off, size);
     }
     if image_len > size {
         out.push(Mismatch {
@@ -267,6 +298,19 @@ pub fn compare_point(
     image: &Path,
     extent: u64,
 ) -> anyhow::Result<Comparison> {
+    compare_point_with_progress(dd, meta, cfg, point, image, extent, &mut |_, _| {})
+}
+
+/// As [`compare_point`], calling `progress(bytes_done, bytes_total)` while comparing.
+pub fn compare_point_with_progress(
+    dd: &DataDir,
+    meta: &VolumeMeta,
+    cfg: &JournalConfig,
+    point: &Point,
+    image: &Path,
+    extent: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<Comparison> {
     let file = FileStore::open(dd.data_path(meta), meta.block_size, true)?;
     let journal = JournaledStore::open(&journal_dir(dd, meta), Arc::new(file), cfg.clone())?;
     let ts = match point {
@@ -281,7 +325,7 @@ pub fn compare_point(
     let view = journal.view(ts)?;
     let invalid_ports = view.invalid_ports()?;
     let point = view.point();
-    let mismatches = compare_image(&view, image, extent)?;
+    let mismatches = compare_image_with_progress(&view, image, extent, progress)?;
     Ok(Comparison {
         point,
         mismatches,
@@ -358,6 +402,29 @@ mod tests {
     }
 
     #[test]
+    fn journal_check_reports_progress_per_segment() {
+        let segs = [
+            segment(SegmentKind::Primary, 0, 3),
+            segment(SegmentKind::Primary, 1, 2),
+        ];
+        let partial = segment(SegmentKind::Partial, 0, 2);
+        let total = (segs[0].len() + segs[1].len() + partial.len()) as u64;
+        let d = journal(&segs, &[partial]);
+        let mut seen = Vec::new();
+        let c = check_journal_with_progress(d.path(), 512, &mut |done, t| seen.push((done, t)))
+            .unwrap();
+        assert!(c.intact(), "{:?}", c.problems);
+        assert_eq!(
+            seen.len(),
+            4,
+            "a start and one report per segment: {seen:?}"
+        );
+        assert_eq!(seen.first(), Some(&(0, total)));
+        assert_eq!(seen.last(), Some(&(total, total)));
+        assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
+    }
+
+    #[test]
     fn torn_tail_of_newest_is_benign_elsewhere_corruption() {
         let mut newest = segment(SegmentKind::Primary, 1, 2);
         newest.truncate(newest.len() - 100);
@@ -409,5 +476,20 @@ mod tests {
         // A short image compares against zeros.
         std::fs::write(&img, [0u8; 1000]).unwrap();
         assert!(compare_image(&store, &img, 1 << 20).unwrap().is_empty());
+    }
+
+    #[test]
+    fn compare_reports_progress_up_to_the_volume_size() {
+        let store = crate::storage::MemStore::new(8192, 512); // 4 MiB
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::write(&img, vec![0u8; 4 << 20]).unwrap();
+        let mut seen = Vec::new();
+        compare_image_with_progress(&store, &img, 1 << 20, &mut |done, total| {
+            seen.push((done, total))
+        })
+        .unwrap();
+        let want: Vec<(u64, u64)> = (1..=4).map(|i| (i << 20, 4 << 20)).collect();
+        assert_eq!(seen, want);
     }
 }

@@ -429,3 +429,152 @@ async fn http_api_offers_history_bookmarks_snapshots_and_restore() {
     .await;
     assert_eq!(r.status, 400);
 }
+
+/// What the CLI gets for `req` through the admin socket of `server`.
+async fn admin_call(server: &common::Server, req: rewind::admin::Request) -> serde_json::Value {
+    let dir = server.dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || rewind::admin::call(&dir, &req))
+        .await
+        .expect("join")
+        .expect("admin socket call")
+}
+
+fn error_of(r: &HttpResponse) -> String {
+    json(r)["error"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_offers_replication_like_the_cli() {
+    use rewind::admin::Request;
+    use rewind::auth::secrets::Secret;
+    use rewind::config::ReplicationConfig;
+    const SECRET: &str = "correct horse battery staple";
+
+    let secondary = common::start_server_with(|c| {
+        c.replication = Some(ReplicationConfig {
+            listen: Some("127.0.0.1:0".into()),
+            volumes: vec!["vol0".into()],
+            secret: Some(Secret::new(SECRET.to_string())),
+            ..Default::default()
+        });
+    })
+    .await;
+    let primary = common::start_server_with(|c| {
+        c.replication = Some(ReplicationConfig {
+            secret: Some(Secret::new(SECRET.to_string())),
+            ..Default::default()
+        });
+    })
+    .await;
+    let to = secondary
+        .running
+        .replication
+        .listen_addr
+        .expect("secondary listens")
+        .to_string();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let p_http = rewind::http::spawn(primary.running.registry.clone(), any)
+        .await
+        .expect("HTTP listener");
+    let s_http = rewind::http::spawn(secondary.running.registry.clone(), any)
+        .await
+        .expect("HTTP listener");
+    let path = "/api/v1/volumes/vol0/replication";
+
+    // Status before any pairing: exactly the admin socket's answer.
+    let r = request(p_http, "GET", "/api/v1/replication", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        json(&r),
+        admin_call(&primary, Request::ReplicationStatus).await
+    );
+
+    // Start: the same answer as `rewind replicate vol0 --to ... --interval 250ms`.
+    let body = format!(r#"{{"to":"{to}","interval":"250ms"}}"#);
+    let r = request(p_http, "PUT", path, Some(&body)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let via_cli = admin_call(
+        &primary,
+        Request::Replicate {
+            volume: "vol0".into(),
+            to: to.clone(),
+            interval_ms: 250,
+        },
+    )
+    .await;
+    assert_eq!(json(&r), via_cli);
+    assert_eq!(via_cli["interval_ms"], 250);
+    let r = request(p_http, "GET", "/api/v1/replication", None).await;
+    assert_eq!(json(&r)["primary"][0]["volume"], "vol0", "{}", r.body);
+    assert_eq!(json(&r)["primary"][0]["to"], to.as_str(), "{}", r.body);
+
+    // Bad input: 4xx with a message that says what is wrong.
+    let bad = [
+        (r#"{"to":"h:1","interval":"soon"}"#.to_string(), "interval"),
+        (r#"{"interval":"1s"}"#.to_string(), "missing field `to`"),
+        (r#"{"to":"h:1","every":"1s"}"#.to_string(), "unknown field"),
+        ("{not json".to_string(), "bad request body"),
+    ];
+    for (body, says) in bad {
+        let r = request(p_http, "PUT", path, Some(&body)).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(error_of(&r).contains(says), "{body}: {}", r.body);
+    }
+    let r = request(
+        p_http,
+        "PUT",
+        "/api/v1/volumes/nope/replication",
+        Some(&format!(r#"{{"to":"{to}"}}"#)),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(error_of(&r).contains("no volume named"), "{}", r.body);
+    let r = request(p_http, "POST", "/api/v1/volumes/vol0/promote", None).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        error_of(&r).contains("not a replication secondary"),
+        "{}",
+        r.body
+    );
+
+    // Stop: the same answer as `rewind replicate vol0 --stop`; stopping twice says why not.
+    let r = request(p_http, "DELETE", path, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    admin_call(
+        &primary,
+        Request::Replicate {
+            volume: "vol0".into(),
+            to: to.clone(),
+            interval_ms: 250,
+        },
+    )
+    .await;
+    let via_cli = admin_call(
+        &primary,
+        Request::ReplicateStop {
+            volume: "vol0".into(),
+        },
+    )
+    .await;
+    assert_eq!(json(&r), via_cli);
+    let r = request(p_http, "DELETE", path, None).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(error_of(&r).contains("not being replicated"), "{}", r.body);
+
+    // Promote the secondary: the fields `rewind promote` prints; twice is refused.
+    let r = request(s_http, "POST", "/api/v1/volumes/vol0/promote", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let promoted = json(&r);
+    assert_eq!(promoted["volume"], "vol0");
+    assert_eq!(promoted["promoted"], true);
+    assert!(promoted.get("at").is_some(), "{promoted}");
+    let r = request(s_http, "POST", "/api/v1/volumes/vol0/promote", None).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(error_of(&r).contains("already promoted"), "{}", r.body);
+    let r = request(s_http, "GET", "/api/v1/replication", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r)["secondary"][0]["role"], "promoted", "{}", r.body);
+
+    primary.running.ctx.shutdown.cancel();
+    secondary.running.ctx.shutdown.cancel();
+}

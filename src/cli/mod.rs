@@ -1,5 +1,16 @@
 //! Argument definitions (clap derive) and dispatch.
 
+/// `println!` that exits quietly when standard output is a closed pipe (see `out`).
+macro_rules! outln {
+    () => {
+        $crate::cli::out::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::out::line(format_args!($($arg)*))
+    };
+}
+
+mod out;
 mod print;
 mod verify;
 
@@ -243,10 +254,10 @@ fn create_volume(
         read_only,
     };
     match admin::call(data, &req) {
-        Ok(_) => println!("created volume {name} ({bytes} bytes, {block_size}-byte blocks), now served as {target}"),
+        Ok(_) => outln!("created volume {name} ({bytes} bytes, {block_size}-byte blocks), now served as {target}"),
         Err(admin::ClientError::NotRunning) => {
             DataDir::open(data)?.create(&name, bytes, block_size, None, read_only)?;
-            println!("created volume {name} ({bytes} bytes, {block_size}-byte blocks); `rewind serve` will serve it as {target}");
+            outln!("created volume {name} ({bytes} bytes, {block_size}-byte blocks); `rewind serve` will serve it as {target}");
         }
         Err(e) => return Err(e.into()),
     }
@@ -297,7 +308,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         volume: volume.clone(),
                     },
                 )?;
-                println!("stopped replicating {volume}");
+                outln!("stopped replicating {volume}");
                 return Ok(());
             }
             let to = to.unwrap_or_default();
@@ -310,7 +321,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     interval_ms,
                 },
             )?;
-            println!("replicating {volume} to {to} every {interval}; see `rewind status`");
+            outln!("replicating {volume} to {to} every {interval}; see `rewind status`");
             Ok(())
         }
         Command::Promote { volume } => {
@@ -320,7 +331,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     volume: volume.clone(),
                 },
             )?;
-            println!(
+            outln!(
                 "{volume} is promoted and writable; it holds the primary's state at {}",
                 v["at"].as_str().unwrap_or("(nothing shipped yet)")
             );
@@ -328,7 +339,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bookmark { volume, name } => {
             let v = admin::call(data, &Request::Bookmark { volume, name })?;
-            println!(
+            outln!(
                 "bookmark {} = {}",
                 v["bookmark"].as_str().unwrap_or_default(),
                 v["time"].as_str().unwrap_or_default()
@@ -360,7 +371,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     target: target.clone(),
                 },
             )?;
-            println!("{target} is no longer exported");
+            outln!("{target} is no longer exported");
             Ok(())
         }
         Command::Restore { volume, to, force } => {
@@ -375,7 +386,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 &mut |d, t| bar.update(d, t),
             )?;
             bar.finish();
-            println!(
+            outln!(
                 "restored {} to {} ({} chunks changed)",
                 v["volume"].as_str().unwrap_or_default(),
                 v["restored_to"].as_str().unwrap_or_default(),
@@ -392,11 +403,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "rewind", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "rewind", &mut script);
+            out::bytes(&script);
             Ok(())
         }
         Command::Merge { volume } => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&admin::call(data, &Request::Merge { volume })?)?
             );
@@ -422,12 +436,12 @@ fn print_replication(r: &serde_json::Value) {
     if primary.is_empty() && secondary.is_empty() && r["listen"].is_null() {
         return;
     }
-    println!("\nREPLICATION");
+    outln!("\nREPLICATION");
     if let Some(l) = r["listen"].as_str() {
-        println!("  accepting on {l}");
+        outln!("  accepting on {l}");
     }
     for p in primary {
-        println!(
+        outln!(
             "  {} -> {}  {}  shipped {}  lag {} / {} bytes  updates {}  sent {} data bytes ({} on the wire)  errors {}",
             p["volume"].as_str().unwrap_or("?"),
             p["to"].as_str().unwrap_or("?"),
@@ -441,7 +455,7 @@ fn print_replication(r: &serde_json::Value) {
             p["errors"],
         );
         if let Some(last) = p["recent"].as_array().and_then(|a| a.last()) {
-            println!(
+            outln!(
                 "    last update: {} at {}: {} extents, {} data bytes, {} wire bytes, {} bytes read; journal grew {} bytes",
                 last["kind"].as_str().unwrap_or("?"),
                 last["point"].as_str().unwrap_or("?"),
@@ -453,11 +467,11 @@ fn print_replication(r: &serde_json::Value) {
             );
         }
         if let Some(e) = p["last_error"].as_str() {
-            println!("    last error: {e}");
+            outln!("    last error: {e}");
         }
     }
     for s in secondary {
-        println!(
+        outln!(
             "  {} <- {}  {}  at {}  updates {}  rejected {}  errors {}",
             s["volume"].as_str().unwrap_or("?"),
             s["connected_from"].as_str().unwrap_or("(not connected)"),
@@ -468,7 +482,7 @@ fn print_replication(r: &serde_json::Value) {
             s["errors"],
         );
         if let Some(e) = s["last_error"].as_str() {
-            println!("    last error: {e}");
+            outln!("    last error: {e}");
         }
     }
 }
@@ -476,7 +490,7 @@ fn print_replication(r: &serde_json::Value) {
 /// Replication lines of `rewind history VOL`.
 fn print_volume_replication(r: &serde_json::Value) {
     if let Some(p) = r.get("primary").filter(|p| !p.is_null()) {
-        println!(
+        outln!(
             "replicated to     {} (last shipped point {}, lag {})",
             p["to"].as_str().unwrap_or("?"),
             p["shipped"].as_str().unwrap_or("never"),
@@ -484,7 +498,7 @@ fn print_volume_replication(r: &serde_json::Value) {
         );
     }
     if let Some(s) = r.get("secondary").filter(|s| !s.is_null()) {
-        println!(
+        outln!(
             "replica           {} at the primary's {} (bookmarks repl-<µs> mark each shipped point)",
             s["role"].as_str().unwrap_or("?"),
             s["applied"].as_str().unwrap_or("nothing yet")

@@ -7,7 +7,7 @@ use rewind::datadir::VolumeMeta;
 use rewind::volume::{format_stamp, ViewInfo};
 
 fn json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -15,13 +15,17 @@ pub fn volumes(list: &[VolumeMeta], as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return json(&list);
     }
-    println!(
+    outln!(
         "{:<20} {:>16} {:>6} {:<3} {:<4}",
-        "NAME", "SIZE", "BLOCK", "RO", "CDP"
+        "NAME",
+        "SIZE",
+        "BLOCK",
+        "RO",
+        "CDP"
     );
     for v in list {
         let yn = |b: bool| if b { "yes" } else { "no" };
-        println!(
+        outln!(
             "{:<20} {:>16} {:>6} {:<3} {:<4}",
             v.name,
             v.size,
@@ -38,14 +42,14 @@ pub fn status(value: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
         return json(&value);
     }
     let s: Status = serde_json::from_value(value)?;
-    println!("rewind {} listening on {}", s.version, s.portals.join(", "));
-    println!("\nTARGETS");
+    outln!("rewind {} listening on {}", s.version, s.portals.join(", "));
+    outln!("\nTARGETS");
     for t in &s.targets {
-        println!("  {}  luns {:?}", t.name, t.luns);
+        outln!("  {}  luns {:?}", t.name, t.luns);
     }
-    println!("\nSESSIONS ({})", s.sessions.len());
+    outln!("\nSESSIONS ({})", s.sessions.len());
     for x in &s.sessions {
-        println!(
+        outln!(
             "  tsih {:<5} {} isid {} -> {}  connections {} tasks {}",
             x.tsih,
             x.initiator,
@@ -55,18 +59,20 @@ pub fn status(value: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
             x.tasks
         );
     }
-    println!("\nVOLUMES");
+    outln!("\nVOLUMES");
     for v in &s.volumes {
         let ro = if v.read_only { "  read-only" } else { "" };
-        println!(
+        outln!(
             "  {:<20} {:>16} bytes  {}-byte blocks{ro}",
-            v.name, v.size, v.block_size
+            v.name,
+            v.size,
+            v.block_size
         );
     }
     if !s.journals.is_empty() {
-        println!("\nJOURNALS (CDP; `rewind history VOLUME` has the details)");
+        outln!("\nJOURNALS (CDP; `rewind history VOLUME` has the details)");
         for j in &s.journals {
-            println!(
+            outln!(
                 "  {:<20} oldest point {}  {}  flush lag {:.1}s  merge lag {:.0}s",
                 j.volume,
                 j.oldest,
@@ -75,7 +81,7 @@ pub fn status(value: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
                 j.merge_lag_seconds
             );
             if !j.invalid_ports.is_empty() {
-                println!(
+                outln!(
                     "  WARNING: {} port(s) of {} could not flush their journal; points since are not guaranteed complete",
                     j.invalid_ports.len(),
                     j.volume
@@ -84,7 +90,7 @@ pub fn status(value: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
         }
     }
     let io = &s.io;
-    println!(
+    outln!(
         "\nI/O since start: {} reads ({}), {} writes ({}), {} other commands",
         io.commands_read,
         bytesize::ByteSize(io.bytes_read).to_string_as(true),
@@ -100,40 +106,40 @@ pub fn history(v: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
         return json(&v);
     }
     let text = |k: &str| v[k].as_str().unwrap_or("none").to_string();
-    println!("volume            {}", text("volume"));
-    println!("oldest point      {}", text("oldest"));
-    println!("history began     {}", text("history_begins"));
-    println!("newest point      {}", text("newest"));
-    println!(
+    outln!("volume            {}", text("volume"));
+    outln!("oldest point      {}", text("oldest"));
+    outln!("history began     {}", text("history_begins"));
+    outln!("newest point      {}", text("newest"));
+    outln!(
         "indexed entries   {} (entries still in partial journals are indexed at their next flush)",
         v["entries"]
     );
-    println!(
+    outln!(
         "consistency marks {} (last {})",
         v["consistency_marks"],
         text("last_consistency_mark")
     );
     let invalid = v["invalid_ports"].as_array().map_or(0, Vec::len);
     if invalid > 0 {
-        println!("WARNING: {invalid} port(s) could not flush their journal; later points are not guaranteed complete");
+        outln!("WARNING: {invalid} port(s) could not flush their journal; later points are not guaranteed complete");
     }
     let bytes = v["journal_bytes"].as_u64().unwrap_or(0);
-    println!(
+    outln!(
         "journal size      {} ({bytes} bytes)",
         bytesize::ByteSize(bytes).to_string_as(true)
     );
-    println!("retention");
+    outln!("retention");
     for t in v["retention_tiers"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "  {:<28} {} .. {}",
             t["keeps"].as_str().unwrap_or_default(),
             t["from"].as_str().unwrap_or_default(),
             t["to"].as_str().unwrap_or_default()
         );
     }
-    println!("bookmarks");
+    outln!("bookmarks");
     for b in v["bookmarks"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "  {:<24} {}",
             b["name"].as_str().unwrap_or_default(),
             b["time"].as_str().unwrap_or_default()
@@ -152,25 +158,25 @@ pub fn snapshot(v: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
     } else {
         "read-only"
     };
-    println!(
+    outln!(
         "exported {} as it was at {} ({mode}, LUN 0)",
         info.volume,
         format_stamp(info.point)
     );
     if info.point != info.requested {
-        println!(
+        outln!(
             "note: merged history rounds {} to {}",
             format_stamp(info.requested),
             format_stamp(info.point)
         );
     }
     if !info.invalid_ports.is_empty() {
-        println!(
+        outln!(
             "WARNING: {} port(s) had journal failures before this point; it may be incomplete",
             info.invalid_ports.len()
         );
     }
-    println!("{}", info.target);
+    outln!("{}", info.target);
     Ok(())
 }
 
@@ -179,10 +185,10 @@ pub fn snapshots(v: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
         return json(&v);
     }
     let views: Vec<ViewInfo> = serde_json::from_value(v)?;
-    println!("{:<64} {:<12} {:<28} MODE", "TARGET", "VOLUME", "POINT");
+    outln!("{:<64} {:<12} {:<28} MODE", "TARGET", "VOLUME", "POINT");
     for x in views {
         let mode = if x.writable { "writable" } else { "read-only" };
-        println!(
+        outln!(
             "{:<64} {:<12} {:<28} {mode}",
             x.target,
             x.volume,

@@ -7,6 +7,8 @@ use rewind::admin;
 use rewind::config::{parse_size, Config};
 use rewind::datadir::DataDir;
 
+use super::print::Progress;
+
 #[derive(Args)]
 pub struct VerifyArgs {
     pub volume: String,
@@ -55,12 +57,17 @@ pub fn run(data: &std::path::Path, args: &VerifyArgs) -> i32 {
     if !jdir.exists() {
         return usage(format!("volume {} has no journal", meta.name));
     }
-    let check = match verify::check_journal(&jdir, meta.block_size) {
+    // A bar on stderr while it runs (only on a terminal): stdout stays as scripts read it.
+    let mut bar = Progress::new(&format!("checking the journal of {}", meta.name));
+    let checked =
+        verify::check_journal_with_progress(&jdir, meta.block_size, &mut |d, t| bar.update(d, t));
+    bar.finish();
+    let check = match checked {
         Ok(c) => c,
         Err(e) => return usage(format!("reading {}: {e}", jdir.display())),
     };
     let entries: u64 = check.segments.iter().map(|s| s.entries).sum();
-    println!(
+    outln!(
         "journal of {}: {} segment file(s), {} entries",
         meta.name,
         check.segments.len(),
@@ -68,7 +75,7 @@ pub fn run(data: &std::path::Path, args: &VerifyArgs) -> i32 {
     );
     for s in check.torn_tails() {
         if let Some((off, why)) = &s.tail {
-            println!(
+            outln!(
                 "  torn tail (left by a crash; recovery cuts it): {} at offset {off} of {}: {why}",
                 s.file.display(),
                 s.len
@@ -77,10 +84,10 @@ pub fn run(data: &std::path::Path, args: &VerifyArgs) -> i32 {
     }
     let mut code = 0;
     if check.intact() {
-        println!("journal intact");
+        outln!("journal intact");
     } else {
         for p in &check.problems {
-            println!("CORRUPT: {p}");
+            outln!("CORRUPT: {p}");
         }
         code = 1;
     }
@@ -109,28 +116,42 @@ pub fn run(data: &std::path::Path, args: &VerifyArgs) -> i32 {
         },
         None => rewind::journal::JournalConfig::default(),
     };
-    match verify::compare_point(&dd, &meta, &journal_cfg, &point, image, extent) {
+    let mut bar = Progress::new(&format!("comparing {} with {}", meta.name, image.display()));
+    let compared = verify::compare_point_with_progress(
+        &dd,
+        &meta,
+        &journal_cfg,
+        &point,
+        image,
+        extent,
+        &mut |d, t| bar.update(d, t),
+    );
+    bar.finish();
+    match compared {
         Ok(c) => {
             if !c.invalid_ports.is_empty() {
-                println!(
+                outln!(
                     "WARNING: {} port(s) had journal failures around this point",
                     c.invalid_ports.len()
                 );
             }
             if c.mismatches.is_empty() {
-                println!(
+                outln!(
                     "view at {} equals {}",
                     rewind::volume::format_stamp(c.point),
                     image.display()
                 );
             } else {
                 for m in &c.mismatches {
-                    println!(
+                    outln!(
                         "MISMATCH extent {}+{}: view sha256 {} image sha256 {}",
-                        m.offset, m.len, m.view_sha256, m.image_sha256
+                        m.offset,
+                        m.len,
+                        m.view_sha256,
+                        m.image_sha256
                     );
                 }
-                println!(
+                outln!(
                     "view at {} differs from {} in {} extent(s)",
                     rewind::volume::format_stamp(c.point),
                     image.display(),
