@@ -910,7 +910,7 @@ mod tests {
             if Some(k) == hole {
                 e.set_unallocated(k);
             } else {
-                e.data.extend(std::iter::repeat(byte + k as u8).take(4096));
+                e.data.extend(std::iter::repeat_n(byte + k as u8, 4096));
             }
         }
         e

@@ -1389,7 +1389,7 @@ impl Shared {
             if let Some(e) = lock(&pj).first_after(c, ts) {
                 if best
                     .as_ref()
-                    .map_or(true, |b| (e.ts, e.port, e.seq) < (b.ts, b.port, b.seq))
+                    .is_none_or(|b| (e.ts, e.port, e.seq) < (b.ts, b.port, b.seq))
                 {
                     best = Some(e.clone());
                 }
@@ -1446,7 +1446,7 @@ impl Shared {
                 if let Some(e) = p.first_after(c0 + i as u64, ts) {
                     if slot
                         .as_ref()
-                        .map_or(true, |b| (e.ts, e.port, e.seq) < (b.ts, b.port, b.seq))
+                        .is_none_or(|b| (e.ts, e.port, e.seq) < (b.ts, b.port, b.seq))
                     {
                         *slot = Some(e.clone());
                     }
@@ -1459,9 +1459,7 @@ impl Shared {
             let c = c0 + i as u64;
             match hit {
                 Some((key, loc))
-                    if partial
-                        .as_ref()
-                        .map_or(true, |b| key < (b.ts, b.port, b.seq)) =>
+                    if partial.as_ref().is_none_or(|b| key < (b.ts, b.port, b.seq)) =>
                 {
                     match self.primary.read_entry(loc) {
                         Ok(e) => out.push(Some((e, loc.idx))),

@@ -51,7 +51,7 @@ impl BlockStore for JournalView {
         let s = &self.shared;
         let bs = s.block_size;
         let blocks = (buf.len() / bs) as u64;
-        if lba.checked_add(blocks).map_or(true, |e| e > s.num_blocks) {
+        if lba.checked_add(blocks).is_none_or(|e| e > s.num_blocks) {
             return Err(StorageError::OutOfRange { lba, blocks });
         }
         // At most this many chunks per batched lookup.

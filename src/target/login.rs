@@ -278,7 +278,7 @@ impl<'a> Login<'a> {
             return Err(LoginStatus::UNSUPPORTED_VERSION);
         }
         let d = &self.neg.declared;
-        if d.initiator_name.as_deref().map_or(true, str::is_empty) {
+        if d.initiator_name.as_deref().is_none_or(str::is_empty) {
             return Err(LoginStatus::MISSING_PARAMETER);
         }
         if self.neg.session_type() == SessionType::Normal {
