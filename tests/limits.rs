@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{start_server_with, Client, TARGET};
-use rewind_protocol::{DataOut, LoginRequest, NopOut, Pdu};
+use rewind_protocol::{DataOut, Pdu};
 
 /// Serial number arithmetic (RFC 1982): `a < b`.
 fn sn_lt(a: u32, b: u32) -> bool {
@@ -63,17 +63,7 @@ async fn next(c: &mut Client, w: &mut Window, t: Duration) -> Option<Pdu> {
 }
 
 async fn ping(c: &mut Client, w: &mut Window) {
-    let itt = c.next_itt();
-    let nop = Pdu::NopOut(NopOut {
-        immediate: true,
-        lun: 0,
-        itt,
-        ttt: 0xffff_ffff,
-        cmd_sn: c.cmd_sn,
-        exp_stat_sn: c.exp_stat_sn,
-        data: Bytes::from_static(b"ping"),
-    });
-    c.send(&nop).await;
+    let itt = c.send_ping(b"ping").await;
     match next(c, w, Duration::from_secs(5)).await {
         Some(Pdu::NopIn(n)) if n.itt == itt => {}
         other => panic!("expected the NOP-In answer, got {other:?}"),
@@ -235,29 +225,6 @@ async fn immediate_commands_over_the_cap_get_task_set_full() {
     assert!(again.is_ok(), "room again after one completed: {again:?}");
 }
 
-fn login_request(c: &Client) -> Pdu {
-    Pdu::LoginRequest(LoginRequest {
-        transit: true,
-        cont: false,
-        csg: 0,
-        nsg: 1,
-        version_max: 0,
-        version_min: 0,
-        isid: c.isid,
-        tsih: 0,
-        itt: c.itt,
-        cid: c.cid,
-        cmd_sn: c.cmd_sn,
-        exp_stat_sn: c.exp_stat_sn,
-        data: Bytes::from(rewind_protocol::text::encode_pairs(&[
-            ("InitiatorName", common::INITIATOR),
-            ("AuthMethod", "None"),
-            ("SessionType", "Normal"),
-            ("TargetName", TARGET),
-        ])),
-    })
-}
-
 /// `max_tcp_connections`: a connection over the cap is not served (it waits in the accept
 /// queue) and does not disturb the others; once one closes, it is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +240,7 @@ async fn the_tcp_connection_cap_holds_back_extra_connections() {
     }
     let mut extra = Client::connect(s.addr).await;
     extra.isid[5] = 0x40;
-    let req = login_request(&extra);
+    let req = extra.first_login_request(TARGET);
     extra.send(&req).await;
     assert!(
         extra

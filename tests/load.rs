@@ -19,10 +19,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use common::{start_server, Client, INITIATOR, TARGET};
+use common::{start_server, Client, TARGET};
 use rand::{Rng, SeedableRng};
 use rewind_protocol::text::encode_pairs;
-use rewind_protocol::{encode, LoginRequest, NopOut, Pdu, TextRequest};
+use rewind_protocol::{encode, NopOut, Pdu, TextRequest};
 use tokio::io::AsyncWriteExt;
 
 const BS: u32 = 512;
@@ -234,26 +234,7 @@ fn read10_cdb(lba: u32, blocks: u16) -> Vec<u8> {
 
 /// Valid PDUs of the kinds a chaos connection starts from.
 fn seeds(c: &mut Client, rng: &mut impl Rng) -> Vec<Pdu> {
-    let login = Pdu::LoginRequest(LoginRequest {
-        transit: true,
-        cont: false,
-        csg: 0,
-        nsg: 1,
-        version_max: 0,
-        version_min: 0,
-        isid: c.isid,
-        tsih: 0,
-        itt: 1,
-        cid: 0,
-        cmd_sn: 1,
-        exp_stat_sn: 0,
-        data: Bytes::from(encode_pairs(&[
-            ("InitiatorName", INITIATOR),
-            ("AuthMethod", "None"),
-            ("SessionType", "Normal"),
-            ("TargetName", TARGET),
-        ])),
-    });
+    let login = c.first_login_request(TARGET);
     let lba = rng.gen_range(0..1000u32);
     let write = {
         let data = vec![0xcc; 4096];

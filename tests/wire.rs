@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{start_server, Client, TARGET};
 use rewind_protocol::opcode::RejectReason;
-use rewind_protocol::{NopOut, Pdu};
+use rewind_protocol::Pdu;
 
 async fn healthy(addr: std::net::SocketAddr) -> Client {
     let mut c = Client::connect(addr).await;
@@ -18,17 +18,7 @@ async fn healthy(addr: std::net::SocketAddr) -> Client {
 }
 
 async fn ping(c: &mut Client) {
-    let itt = c.next_itt();
-    let nop = Pdu::NopOut(NopOut {
-        immediate: true,
-        lun: 0,
-        itt,
-        ttt: 0xffff_ffff,
-        cmd_sn: c.cmd_sn,
-        exp_stat_sn: c.exp_stat_sn,
-        data: Bytes::from_static(b"ping"),
-    });
-    c.send(&nop).await;
+    let itt = c.send_ping(b"ping").await;
     match c.recv().await {
         Some(Pdu::NopIn(n)) => {
             assert_eq!(n.itt, itt);

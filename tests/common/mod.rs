@@ -10,8 +10,8 @@ use rewind::config::Config;
 use rewind::daemon::Running;
 use rewind_protocol::text::{encode_pairs, parse_pairs};
 use rewind_protocol::{
-    decode, encode, DataOut, FrameConfig, LoginRequest, LoginResponse, Pdu, ScsiCommand, TaskAttr,
-    TextRequest,
+    decode, encode, DataOut, FrameConfig, LoginRequest, LoginResponse, NopOut, Pdu, ScsiCommand,
+    TaskAttr, TextRequest,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -168,16 +168,9 @@ impl Client {
         self.itt
     }
 
-    /// One login request/response exchange.
-    pub async fn login_step(
-        &mut self,
-        csg: u8,
-        nsg: u8,
-        transit: bool,
-        keys: &[(&str, &str)],
-    ) -> LoginResponse {
-        let itt = self.itt;
-        let req = Pdu::LoginRequest(LoginRequest {
+    /// A login request from this client's state (ISID, TSIH, ITT, CID, CmdSN, ExpStatSN).
+    pub fn login_request(&self, csg: u8, nsg: u8, transit: bool, keys: &[(&str, &str)]) -> Pdu {
+        Pdu::LoginRequest(LoginRequest {
             transit,
             cont: false,
             csg,
@@ -186,12 +179,55 @@ impl Client {
             version_min: 0,
             isid: self.isid,
             tsih: self.tsih,
-            itt,
+            itt: self.itt,
             cid: self.cid,
             cmd_sn: self.cmd_sn,
             exp_stat_sn: self.exp_stat_sn,
             data: Bytes::from(encode_pairs(keys)),
+        })
+    }
+
+    /// The first login request of a normal session to `target`, no authentication, asking to go
+    /// straight to the operational stage.
+    pub fn first_login_request(&self, target: &str) -> Pdu {
+        self.login_request(
+            0,
+            1,
+            true,
+            &[
+                ("InitiatorName", INITIATOR),
+                ("AuthMethod", "None"),
+                ("SessionType", "Normal"),
+                ("TargetName", target),
+            ],
+        )
+    }
+
+    /// Send an immediate NOP-Out ping carrying `data`; returns its ITT.
+    pub async fn send_ping(&mut self, data: &'static [u8]) -> u32 {
+        let itt = self.next_itt();
+        let nop = Pdu::NopOut(NopOut {
+            immediate: true,
+            lun: 0,
+            itt,
+            ttt: 0xffff_ffff,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+            data: Bytes::from_static(data),
         });
+        self.send(&nop).await;
+        itt
+    }
+
+    /// One login request/response exchange.
+    pub async fn login_step(
+        &mut self,
+        csg: u8,
+        nsg: u8,
+        transit: bool,
+        keys: &[(&str, &str)],
+    ) -> LoginResponse {
+        let req = self.login_request(csg, nsg, transit, keys);
         self.send(&req).await;
         match self.recv().await {
             Some(Pdu::LoginResponse(r)) => r,
