@@ -747,7 +747,7 @@ async fn writes_racing_with_the_intervals_are_never_lost() {
             assert_eq!(c.login(Some(TARGET), &[]).await.status_class, 0);
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) {
-                let seed = u64::from(w) << 32 | n;
+                let seed = (u64::from(w) << 32) | n;
                 let blocks = 1 + (seed.wrapping_mul(0x9e37_79b9) % 16) as u32;
                 // Within the first MiB (16 extents): small updates, the same extents over and
                 // over, many points.

@@ -127,7 +127,7 @@ impl LoginResponse {
     /// Login status as one value (class << 8 | detail).
     pub fn status(&self) -> crate::opcode::LoginStatus {
         crate::opcode::LoginStatus(
-            u16::from(self.status_class) << 8 | u16::from(self.status_detail),
+            (u16::from(self.status_class) << 8) | u16::from(self.status_detail),
         )
     }
 
