@@ -260,7 +260,7 @@ impl ChapAuthConfig {
             return invalid("set user and secret (or secret_file) for CHAP".into());
         };
         check_chap_name(user).or_else(|m| invalid(format!("user: {m}")))?;
-        check_secret_source(&self.secret, &self.secret_file, "secret").or_else(&invalid)?;
+        check_secret_source(&self.secret, &self.secret_file, "secret").or_else(invalid)?;
         if has_mutual {
             let Some(mutual_user) = &self.mutual_user else {
                 return invalid(
@@ -273,7 +273,7 @@ impl ChapAuthConfig {
                 &self.mutual_secret_file,
                 "mutual_secret",
             )
-            .or_else(&invalid)?;
+            .or_else(invalid)?;
             if let (Some(a), Some(b)) = (&self.secret, &self.mutual_secret) {
                 if a == b {
                     return invalid(

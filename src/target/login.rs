@@ -133,7 +133,7 @@ struct Login<'a> {
 
 type LoginFailure = (LoginStatus, Vec<(String, String)>);
 
-impl<'a> Login<'a> {
+impl Login<'_> {
     /// Answer one complete request: negotiation, first-request checks, authentication.
     /// Returns the keys to send and the stage step (a transit may be held back until CHAP is done).
     fn answer(

@@ -140,7 +140,7 @@ impl Session {
 }
 
 pub fn isid_hex(isid: &[u8; 6]) -> String {
-    isid.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(isid)
 }
 
 #[derive(Default)]
