@@ -29,6 +29,7 @@ mod partial;
 mod primary;
 pub mod record;
 pub mod retention;
+mod sizes;
 pub mod space;
 pub mod store;
 pub mod view;

@@ -9,6 +9,7 @@ use super::error::{JournalError, Result};
 use super::partial::{replay_file, PartialJournal};
 use super::primary::{PrimaryJournal, PrimaryRecovery};
 use super::record::{no_unallocated, Entry, Status, MAX_RECORD_SPAN};
+use super::sizes::SizeHistory;
 use super::space::{FsProbe, SpaceProbe};
 use super::view::JournalView;
 use crate::storage::{Allocation, BlockStore, IoOrigin, StorageError};
@@ -52,7 +53,12 @@ pub(crate) struct Shared {
     pub cfg: JournalConfig,
     pub block_size: usize,
     pub bpc: u64,
-    pub num_blocks: u64,
+    /// The volume's size in blocks; it grows with `grow`.
+    blocks: AtomicU64,
+    /// The sizes the volume has had, for views of earlier times.
+    pub sizes: SizeHistory,
+    /// Serializes growths.
+    grow_lock: Mutex<()>,
     pub clock: StampClock,
     stripes: Vec<Mutex<()>>,
     ports: RwLock<HashMap<u64, Arc<Mutex<PartialJournal>>>>,
@@ -172,13 +178,16 @@ impl JournaledStore {
         // History starts when the journal is first opened: no point before it can be shown.
         // Kept in a file of its own, since the sled index may be rebuilt.
         let born = read_or_create_born(dir, &clock)?;
+        let sizes = SizeHistory::open(dir, born, clock.stamp(), inner.num_blocks())?;
         let bookmarks = primary.db.open_tree("bookmarks")?;
         let marks = primary.db.open_tree("consistency_marks")?;
         let validity = primary.db.open_tree("port_validity")?;
         let shared = Arc::new(Shared {
             block_size: block_size as usize,
             bpc: (chunk_bytes / block_size) as u64,
-            num_blocks: inner.num_blocks(),
+            blocks: AtomicU64::new(inner.num_blocks()),
+            sizes,
+            grow_lock: Mutex::new(()),
             inner,
             cfg,
             clock,
@@ -284,7 +293,7 @@ impl JournaledStore {
         let view = self.view(ts)?;
         let s = &self.shared;
         let bs = s.block_size;
-        let chunks = s.num_blocks.div_ceil(s.bpc);
+        let chunks = view.num_blocks().div_ceil(s.bpc);
         let chunk_bytes = s.bpc as usize * bs;
         let batch = ((1usize << 20) / chunk_bytes).max(1) as u64;
         let origin = IoOrigin::default();
@@ -352,6 +361,17 @@ impl JournaledStore {
             }
             progress(c1 + 1, chunks);
             c0 = c1 + 1;
+        }
+        // Blocks the volume gained after `ts` did not exist then: deallocate what was written
+        // there since (the volume cannot shrink back).
+        let mut lba = view.num_blocks();
+        while lba < s.num_blocks() {
+            let (a, n) = self.allocation(lba, s.num_blocks() - lba)?;
+            if a == Allocation::Mapped {
+                self.unmap(origin, lba, n)?;
+                changed += n.div_ceil(s.bpc);
+            }
+            lba += n;
         }
         self.flush()?;
         Ok(changed)
@@ -532,13 +552,39 @@ impl BlockStore for JournaledStore {
         self.shared.block_size as u32
     }
     fn num_blocks(&self) -> u64 {
-        self.shared.num_blocks
+        self.shared.num_blocks()
     }
     fn read_only(&self) -> bool {
         self.shared.inner.read_only()
     }
     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), StorageError> {
         self.shared.read_current(lba, buf)
+    }
+    /// Grow the volume and note the new size with its time stamp, so that views of earlier
+    /// times keep their size. The stamp is taken after the backing store has grown and before
+    /// the new blocks can be written, so every write to them is stamped later.
+    fn grow(&self, num_blocks: u64) -> Result<(), StorageError> {
+        let s = &self.shared;
+        let _g = lock(&s.grow_lock);
+        let current = s.num_blocks();
+        crate::storage::check_growth(current, num_blocks)?;
+        if num_blocks == current {
+            return Ok(());
+        }
+        if current % s.bpc != 0 {
+            return Err(StorageError::CannotResize(format!(
+                "the volume's size is not a whole number of journal chunks ({} bytes), so its \
+                 last chunk cannot grow",
+                s.bpc * s.block_size as u64
+            )));
+        }
+        s.inner.grow(num_blocks)?;
+        s.sizes
+            .record(s.clock.stamp(), num_blocks)
+            .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
+        s.blocks.store(num_blocks, Ordering::Release);
+        tracing::info!(from = current, to = num_blocks, "volume grown");
+        Ok(())
     }
     fn write(
         &self,
@@ -630,14 +676,18 @@ impl ErrorLog {
 }
 
 impl Shared {
+    pub fn num_blocks(&self) -> u64 {
+        self.blocks.load(Ordering::Acquire)
+    }
+
     pub fn chunk_range(&self, c: u64) -> (u64, u64) {
         let lba = c * self.bpc;
-        (lba, self.bpc.min(self.num_blocks - lba))
+        (lba, self.bpc.min(self.num_blocks().saturating_sub(lba)))
     }
 
     fn check_range(&self, lba: u64, blocks: u64) -> Result<(), StorageError> {
         match lba.checked_add(blocks) {
-            Some(end) if end <= self.num_blocks => Ok(()),
+            Some(end) if end <= self.num_blocks() => Ok(()),
             _ => Err(StorageError::OutOfRange { lba, blocks }),
         }
     }
@@ -1324,7 +1374,7 @@ impl Shared {
     fn allocation_current(&self, lba: u64, max: u64) -> Result<(Allocation, u64), StorageError> {
         // `max` bounds the answer; it may reach past the end of the volume (GET LBA STATUS).
         self.check_range(lba, 1)?;
-        let max = max.max(1).min(self.num_blocks - lba);
+        let max = max.max(1).min(self.num_blocks() - lba);
         let c = lba / self.bpc;
         let (clba, cblocks) = self.chunk_range(c);
         let chunk_end = clba + cblocks;
@@ -1359,7 +1409,7 @@ impl Shared {
                 .next()
                 .map(|(n, _)| n * self.bpc)
                 .unwrap_or(u64::MAX);
-            let max = max.min(limit - lba).max(1).min(self.num_blocks - lba);
+            let max = max.min(limit - lba).max(1).min(self.num_blocks() - lba);
             let _ = chunk_end;
             drop(cache);
             self.inner.allocation(lba, max)

@@ -231,6 +231,54 @@ fn restore_writes_back_changed_runs_and_unmaps_what_was_unallocated() {
     assert_eq!(js.restore_to(t1, &mut |_, _| {}).unwrap(), 0);
 }
 
+/// A volume grows: views of earlier times keep the old size and content, the new blocks are
+/// journaled like the rest, a restore to before the growth deallocates them again, and the
+/// sizes survive a reopen.
+#[test]
+fn growth_keeps_views_at_their_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = Arc::new(crate::storage::MemStore::new(64, BS as u32));
+    let js = JournaledStore::open(dir.path(), vol.clone(), test_cfg()).unwrap();
+    js.write(port(1), 0, &vec![0x11; 64 * BS], false).unwrap();
+    let before = js.last_stamp();
+    let at_before = read_all(&js);
+    js.grow(128).unwrap();
+    assert_eq!((js.num_blocks(), vol.num_blocks()), (128, 128));
+    assert!(read_all(&js)[64 * BS..].iter().all(|&b| b == 0));
+    js.write(port(1), 64, &vec![0x22; 64 * BS], false).unwrap();
+    js.write(port(2), 0, &vec![0x33; 8 * BS], false).unwrap();
+    let after = js.last_stamp();
+    let at_after = read_all(&js);
+
+    let old = js.view_at(before).unwrap();
+    assert_eq!(old.num_blocks(), 64);
+    assert!(read_all(&*old) == at_before);
+    assert!(matches!(
+        old.read(64, &mut [0u8; BS]),
+        Err(StorageError::OutOfRange { .. })
+    ));
+    assert_eq!(js.view_at(after).unwrap().num_blocks(), 128);
+    assert!(js.grow(100).is_err(), "a volume cannot shrink");
+
+    js.restore_to(before, &mut |_, _| {}).unwrap();
+    assert_eq!(js.num_blocks(), 128, "a restore does not shrink the volume");
+    let now = read_all(&js);
+    assert!(now[..64 * BS] == at_before[..]);
+    assert!(now[64 * BS..].iter().all(|&b| b == 0));
+    assert_eq!(
+        js.allocation(64, 64).unwrap(),
+        (Allocation::Deallocated, 64),
+        "blocks that did not exist at the point are deallocated"
+    );
+    assert!(read_all(&*js.view_at(after).unwrap()) == at_after);
+    drop(old);
+    drop(js);
+
+    let js = JournaledStore::open(dir.path(), vol.clone(), test_cfg()).unwrap();
+    assert_eq!(js.view_at(before).unwrap().num_blocks(), 64);
+    assert!(read_all(&*js.view_at(after).unwrap()) == at_after);
+}
+
 #[test]
 fn crash_keeps_volume_behind_journal() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,11 +13,18 @@ use std::sync::Arc;
 pub struct JournalView {
     shared: Arc<Shared>,
     ts: u64,
+    /// The volume's size at `ts`: a view keeps the size the volume had then.
+    num_blocks: u64,
 }
 
 impl JournalView {
     pub(crate) fn new(shared: Arc<Shared>, ts: u64) -> Self {
-        JournalView { shared, ts }
+        let num_blocks = shared.sizes.at(ts).min(shared.num_blocks());
+        JournalView {
+            shared,
+            ts,
+            num_blocks,
+        }
     }
 
     /// The retained point this view reads (the requested time, or the start of its merged
@@ -42,7 +49,7 @@ impl BlockStore for JournalView {
         self.shared.block_size as u32
     }
     fn num_blocks(&self) -> u64 {
-        self.shared.num_blocks
+        self.num_blocks
     }
     fn read_only(&self) -> bool {
         true
@@ -51,7 +58,7 @@ impl BlockStore for JournalView {
         let s = &self.shared;
         let bs = s.block_size;
         let blocks = (buf.len() / bs) as u64;
-        if lba.checked_add(blocks).is_none_or(|e| e > s.num_blocks) {
+        if lba.checked_add(blocks).is_none_or(|e| e > self.num_blocks) {
             return Err(StorageError::OutOfRange { lba, blocks });
         }
         // At most this many chunks per batched lookup.
@@ -77,13 +84,13 @@ impl BlockStore for JournalView {
     /// Per chunk: a chunk that was never written then is deallocated, else mapped.
     fn allocation(&self, lba: u64, max_blocks: u64) -> Result<(Allocation, u64), StorageError> {
         let s = &self.shared;
-        if lba >= s.num_blocks {
+        if lba >= self.num_blocks {
             return Err(StorageError::OutOfRange {
                 lba,
                 blocks: max_blocks,
             });
         }
-        let max = max_blocks.max(1).min(s.num_blocks - lba);
+        let max = max_blocks.max(1).min(self.num_blocks - lba);
         let status = |c: u64| -> Result<Allocation, StorageError> {
             Ok(match self.chunk(c)? {
                 ChunkAt::Unallocated => Allocation::Deallocated,

@@ -172,6 +172,7 @@ impl ScsiError {
             StorageError::ReadOnly => ScsiError::WriteProtected,
             StorageError::NoSpace => ScsiError::SpaceAllocationFailed,
             StorageError::Io(_) => ScsiError::WriteError,
+            StorageError::CannotResize(_) => ScsiError::InternalFailure,
         }
     }
 
@@ -179,7 +180,9 @@ impl ScsiError {
     pub fn from_read(e: StorageError) -> Self {
         match e {
             StorageError::OutOfRange { .. } => ScsiError::LbaOutOfRange,
-            StorageError::ReadOnly | StorageError::NoSpace => ScsiError::InternalFailure,
+            StorageError::ReadOnly | StorageError::NoSpace | StorageError::CannotResize(_) => {
+                ScsiError::InternalFailure
+            }
             StorageError::Io(_) => ScsiError::ReadError,
         }
     }

@@ -125,6 +125,9 @@ impl BlockStore for FaultyStore {
     fn num_blocks(&self) -> u64 {
         self.inner.num_blocks()
     }
+    fn grow(&self, num_blocks: u64) -> Result<(), StorageError> {
+        self.inner.grow(num_blocks)
+    }
     fn read_only(&self) -> bool {
         self.inner.read_only()
     }

@@ -5,7 +5,7 @@ use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{check_range, Allocation, BlockStore, IoOrigin, StorageError};
 
@@ -13,7 +13,8 @@ use super::{check_range, Allocation, BlockStore, IoOrigin, StorageError};
 pub struct FileStore {
     file: File,
     block_size: u32,
-    num_blocks: u64,
+    /// Grows with `grow`; never shrinks.
+    num_blocks: AtomicU64,
     read_only: bool,
     block_device: bool,
     /// The file may have holes. False for a file found fully allocated at open (its blocks
@@ -66,7 +67,7 @@ impl FileStore {
         Ok(FileStore {
             file,
             block_size,
-            num_blocks: size / block_size as u64,
+            num_blocks: AtomicU64::new(size / block_size as u64),
             read_only,
             block_device,
             may_have_holes: AtomicBool::new(!full),
@@ -91,7 +92,7 @@ impl FileStore {
         Ok(FileStore {
             file,
             block_size,
-            num_blocks,
+            num_blocks: AtomicU64::new(num_blocks),
             read_only: false,
             block_device: false,
             may_have_holes: AtomicBool::new(true),
@@ -103,7 +104,7 @@ impl FileStore {
         if len % bs != 0 {
             return Err(invalid("length is not a whole number of blocks"));
         }
-        check_range(lba, (len / bs) as u64, self.num_blocks)?;
+        check_range(lba, (len / bs) as u64, self.num_blocks())?;
         Ok(lba * self.block_size as u64)
     }
 
@@ -146,7 +147,7 @@ impl BlockStore for FileStore {
     }
 
     fn num_blocks(&self) -> u64 {
-        self.num_blocks
+        self.num_blocks.load(Ordering::Acquire)
     }
 
     fn read_only(&self) -> bool {
@@ -187,7 +188,7 @@ impl BlockStore for FileStore {
         if self.read_only {
             return Err(StorageError::ReadOnly);
         }
-        check_range(lba, blocks, self.num_blocks)?;
+        check_range(lba, blocks, self.num_blocks())?;
         if blocks == 0 {
             return Ok(());
         }
@@ -221,11 +222,12 @@ impl BlockStore for FileStore {
     }
 
     fn allocation(&self, lba: u64, max_blocks: u64) -> Result<(Allocation, u64), StorageError> {
-        if lba >= self.num_blocks {
+        let num_blocks = self.num_blocks();
+        if lba >= num_blocks {
             return Err(StorageError::OutOfRange { lba, blocks: 1 });
         }
         let bs = self.block_size as u64;
-        let end = lba.saturating_add(max_blocks.max(1)).min(self.num_blocks);
+        let end = lba.saturating_add(max_blocks.max(1)).min(num_blocks);
         let limit = end - lba;
         if self.block_device || !self.may_have_holes.load(Ordering::SeqCst) {
             return Ok((Allocation::Mapped, limit));
@@ -244,17 +246,71 @@ impl BlockStore for FileStore {
                 // as mapped).
                 let hole = self
                     .seek_data_hole(d.max(off), libc::SEEK_HOLE)?
-                    .unwrap_or(self.num_blocks * bs);
+                    .unwrap_or(num_blocks * bs);
                 let hole_block = hole.div_ceil(bs).max(lba + 1);
                 Ok((Allocation::Mapped, (hole_block - lba).min(limit)))
             }
         }
+    }
+
+    /// A regular file is extended (sparse, so the new blocks are unallocated) and its new
+    /// length made durable. A block device must have been grown first with its own tools; this
+    /// then checks it is big enough.
+    fn grow(&self, num_blocks: u64) -> Result<(), StorageError> {
+        if self.read_only {
+            return Err(StorageError::ReadOnly);
+        }
+        super::check_growth(self.num_blocks(), num_blocks)?;
+        let bs = u64::from(self.block_size);
+        let bytes = num_blocks
+            .checked_mul(bs)
+            .ok_or_else(|| invalid("size overflows"))?;
+        if self.block_device {
+            let have = (&self.file).seek(SeekFrom::End(0))?;
+            if have < bytes {
+                return Err(StorageError::CannotResize(format!(
+                    "the block device holds {have} bytes, fewer than the {bytes} asked for: grow the device first"
+                )));
+            }
+        } else {
+            self.file.set_len(bytes)?;
+            self.file.sync_all()?;
+            self.may_have_holes.store(true, Ordering::SeqCst);
+        }
+        self.num_blocks.store(num_blocks, Ordering::Release);
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grows_sparse_and_refuses_to_shrink() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v");
+        let s = FileStore::create(&path, 8 * 4096, 4096).unwrap();
+        s.write(IoOrigin::default(), 7, &[7u8; 4096], false).unwrap();
+        assert!(matches!(
+            s.read(8, &mut [0u8; 4096]),
+            Err(StorageError::OutOfRange { .. })
+        ));
+        s.grow(16).unwrap();
+        assert_eq!(s.num_blocks(), 16);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 16 * 4096);
+        let mut b = [1u8; 4096];
+        s.read(15, &mut b).unwrap();
+        assert_eq!(b, [0u8; 4096]);
+        s.read(7, &mut b).unwrap();
+        assert_eq!(b, [7u8; 4096]);
+        assert_eq!(s.allocation(8, 8).unwrap(), (Allocation::Deallocated, 8));
+        s.write(IoOrigin::default(), 15, &[9u8; 4096], false).unwrap();
+        assert!(matches!(s.grow(10), Err(StorageError::CannotResize(_))));
+        assert_eq!(s.num_blocks(), 16);
+        let reopened = FileStore::open(&path, 4096, false).unwrap();
+        assert_eq!(reopened.num_blocks(), 16);
+    }
 
     #[test]
     fn a_fully_written_file_is_mapped_until_something_is_unmapped() {

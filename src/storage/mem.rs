@@ -1,5 +1,6 @@
 //! In-memory block store, for tests and scratch volumes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use super::{check_range, Allocation, BlockStore, IoOrigin, StorageError};
@@ -7,7 +8,7 @@ use super::{check_range, Allocation, BlockStore, IoOrigin, StorageError};
 /// A volume held in memory. Unmapped blocks read as zeros; allocation is tracked per block.
 pub struct MemStore {
     block_size: u32,
-    num_blocks: u64,
+    num_blocks: AtomicU64,
     read_only: bool,
     inner: RwLock<Inner>,
 }
@@ -23,7 +24,7 @@ impl MemStore {
         let len = (num_blocks as usize).saturating_mul(block_size as usize);
         MemStore {
             block_size,
-            num_blocks,
+            num_blocks: AtomicU64::new(num_blocks),
             read_only: false,
             inner: RwLock::new(Inner {
                 data: vec![0; len],
@@ -47,7 +48,7 @@ impl MemStore {
             )));
         }
         let blocks = (len / bs) as u64;
-        check_range(lba, blocks, self.num_blocks)?;
+        check_range(lba, blocks, self.num_blocks())?;
         let start = lba as usize * bs;
         Ok((start, start + len))
     }
@@ -59,7 +60,7 @@ impl BlockStore for MemStore {
     }
 
     fn num_blocks(&self) -> u64 {
-        self.num_blocks
+        self.num_blocks.load(Ordering::Acquire)
     }
 
     fn read_only(&self) -> bool {
@@ -97,7 +98,7 @@ impl BlockStore for MemStore {
         if self.read_only {
             return Err(StorageError::ReadOnly);
         }
-        check_range(lba, blocks, self.num_blocks)?;
+        check_range(lba, blocks, self.num_blocks())?;
         let bs = self.block_size as usize;
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let (s, e) = (lba as usize * bs, (lba + blocks) as usize * bs);
@@ -113,12 +114,12 @@ impl BlockStore for MemStore {
     }
 
     fn allocation(&self, lba: u64, max_blocks: u64) -> Result<(Allocation, u64), StorageError> {
-        if lba >= self.num_blocks {
+        if lba >= self.num_blocks() {
             return Err(StorageError::OutOfRange { lba, blocks: 1 });
         }
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         let first = inner.mapped[lba as usize];
-        let end = lba.saturating_add(max_blocks.max(1)).min(self.num_blocks);
+        let end = lba.saturating_add(max_blocks.max(1)).min(self.num_blocks());
         let run = inner.mapped[lba as usize..end as usize]
             .iter()
             .take_while(|&&m| m == first)
@@ -129,6 +130,19 @@ impl BlockStore for MemStore {
             Allocation::Deallocated
         };
         Ok((status, run))
+    }
+
+    fn grow(&self, num_blocks: u64) -> Result<(), StorageError> {
+        if self.read_only {
+            return Err(StorageError::ReadOnly);
+        }
+        super::check_growth(self.num_blocks(), num_blocks)?;
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let len = (num_blocks as usize).saturating_mul(self.block_size as usize);
+        inner.data.resize(len, 0);
+        inner.mapped.resize(num_blocks as usize, false);
+        self.num_blocks.store(num_blocks, Ordering::Release);
+        Ok(())
     }
 }
 

@@ -24,6 +24,8 @@ pub enum StorageError {
     OutOfRange { lba: u64, blocks: u64 },
     #[error("volume is read-only")]
     ReadOnly,
+    #[error("{0}")]
+    CannotResize(String),
 }
 
 /// Allocation status of a run of blocks (GET LBA STATUS).
@@ -51,6 +53,25 @@ pub trait BlockStore: Send + Sync {
     /// Allocation status of the run starting at `lba`: the status and how many blocks share it
     /// (at most `max_blocks`).
     fn allocation(&self, lba: u64, max_blocks: u64) -> Result<(Allocation, u64), StorageError>;
+    /// Grow to `num_blocks` blocks; the new blocks read as zeros and are unallocated. Volumes
+    /// only grow (shrinking would throw data and its history away). Stores of a fixed size
+    /// (point-in-time views, overlays) refuse.
+    fn grow(&self, num_blocks: u64) -> Result<(), StorageError> {
+        let _ = num_blocks;
+        Err(StorageError::CannotResize(
+            "this store has a fixed size".into(),
+        ))
+    }
+}
+
+/// Check a growth request against the current size.
+pub(crate) fn check_growth(current: u64, wanted: u64) -> Result<(), StorageError> {
+    if wanted < current {
+        return Err(StorageError::CannotResize(format!(
+            "a volume can only grow: {wanted} blocks is less than its {current}"
+        )));
+    }
+    Ok(())
 }
 
 pub mod faulty;
