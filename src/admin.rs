@@ -25,6 +25,11 @@ pub enum Request {
         block_size: u32,
         read_only: bool,
     },
+    /// Grow a volume to `size` bytes while it is served.
+    VolumeResize {
+        name: String,
+        size: u64,
+    },
     History {
         volume: String,
     },
@@ -240,6 +245,18 @@ pub fn handle(
             let target = default_target_name(&name);
             info!(volume = %name, %target, "volume created and served");
             Ok(serde_json::json!({ "volume": meta, "target": target }))
+        }
+        Request::VolumeResize { name, size } => {
+            if let Ok(r) = crate::replication::for_registry(reg) {
+                let facts = r.volume_facts(&name);
+                if !facts["primary"].is_null() || !facts["secondary"].is_null() {
+                    return Err(format!(
+                        "volume {name:?} is replicated; stop replication on both sites, grow both volumes to the same size, then start it again"
+                    ));
+                }
+            }
+            let before = reg.grow_volume(&name, size)?;
+            Ok(serde_json::json!({ "volume": name, "size_before": before, "size": size }))
         }
         Request::History { volume } => {
             let mut h = reg.history(&volume)?;

@@ -200,6 +200,14 @@ impl DataDir {
         Ok(meta)
     }
 
+    /// Record a volume's new size (after its backing store grew).
+    pub fn set_size(&self, name: &str, size: u64) -> Result<VolumeMeta, DataDirError> {
+        let mut meta = self.load(name)?;
+        meta.size = size;
+        self.write_meta(&meta)?;
+        Ok(meta)
+    }
+
     /// Switch continuous data protection on or off for a volume (takes effect at the next start).
     pub fn set_journal(&self, name: &str, on: bool) -> Result<VolumeMeta, DataDirError> {
         let mut meta = self.load(name)?;

@@ -40,6 +40,7 @@ pub fn router(reg: Arc<Registry>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/volumes", get(volume_list).post(volume_create))
         .route("/api/v1/volumes/{volume}/history", get(history))
+        .route("/api/v1/volumes/{volume}/resize", post(volume_resize))
         .route("/api/v1/volumes/{volume}/bookmarks", post(bookmark))
         .route("/api/v1/volumes/{volume}/restore", post(restore))
         .route("/api/v1/volumes/{volume}/merge", post(merge))
@@ -147,12 +148,9 @@ async fn volume_create(State(st): State<AppState>, body: axum::body::Bytes) -> R
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
     };
-    let size = match body.size {
-        Size::Bytes(n) => n,
-        Size::Text(t) => match crate::config::parse_size(&t) {
-            Ok(n) => n,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("size: {e:#}")),
-        },
+    let size = match body.size.bytes() {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let req = Request::VolumeCreate {
         name: body.name,
@@ -163,6 +161,32 @@ async fn volume_create(State(st): State<AppState>, body: axum::body::Bytes) -> R
     match call(st, req).await {
         Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
         Err(r) => r,
+    }
+}
+
+impl Size {
+    fn bytes(self) -> Result<u64, String> {
+        match self {
+            Size::Bytes(n) => Ok(n),
+            Size::Text(t) => crate::config::parse_size(&t).map_err(|e| format!("size: {e:#}")),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResizeBody {
+    size: Size,
+}
+
+async fn volume_resize(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    match body::<ResizeBody>(&bytes).and_then(|b| b.size.bytes()) {
+        Ok(size) => answer(st, Request::VolumeResize { name, size }).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 

@@ -476,6 +476,15 @@ impl Registry {
             "retention": self.journal.retention,
             "retention_tiers": retention_tiers(&self.journal.retention, j.oldest_point(), now),
             "journal_bytes": dir_bytes(&self.dd.volume_dir(volume).join("journal")),
+            "sizes": j
+                .sizes()
+                .into_iter()
+                .map(|(ts, blocks)| serde_json::json!({
+                    "from": format_stamp(ts),
+                    "stamp": ts,
+                    "bytes": blocks * u64::from(v.lu.block_size()),
+                }))
+                .collect::<Vec<_>>(),
         }))
     }
 
@@ -518,6 +527,50 @@ impl Registry {
         let changed = j.restore_to(ts, progress).map_err(history_error)?;
         tracing::info!(volume, to = %format_stamp(ts), changed, elapsed = ?start.elapsed(), "restore complete");
         Ok(changed)
+    }
+
+    /// Grow a served volume to `size` bytes: the backing file (or a block device grown
+    /// beforehand), the journal's size history, `volume.toml`; then every session using it
+    /// is told (unit attention CAPACITY DATA HAS CHANGED, and an asynchronous event).
+    /// Returns the size before.
+    pub fn grow_volume(&self, volume: &str, size: u64) -> Result<u64, String> {
+        let v = self
+            .volume(volume)
+            .ok_or_else(|| format!("no volume named {volume:?} (see `rewind volume list`)"))?;
+        let bs = u64::from(v.lu.block_size());
+        let before = v.lu.num_blocks() * bs;
+        if size % bs != 0 {
+            return Err(format!(
+                "size {size} is not a multiple of the volume's {bs}-byte blocks"
+            ));
+        }
+        if size < before {
+            return Err(format!(
+                "volume {volume:?} holds {before} bytes; volumes only grow (shrinking would throw away data and its history)"
+            ));
+        }
+        if v.lu.config().read_only {
+            return Err(format!("volume {volume:?} is read-only"));
+        }
+        if size == before {
+            return Ok(before);
+        }
+        v.lu.grow(size / bs)
+            .map_err(|e| format!("cannot grow volume {volume:?}: {e}"))?;
+        self.dd
+            .set_size(volume, size)
+            .map_err(|e| format!("volume {volume:?} grew, but recording its size failed: {e}"))?;
+        let told = self
+            .ctx
+            .announce_event(&v.lu, &crate::scsi::LogicalUnit::capacity_changed_sense());
+        tracing::info!(
+            volume,
+            from = before,
+            to = size,
+            sessions_told = told,
+            "volume grown"
+        );
+        Ok(before)
     }
 
     pub fn merge(&self, volume: &str) -> Result<String, String> {

@@ -432,11 +432,7 @@ async fn http_api_offers_history_bookmarks_snapshots_and_restore() {
 
 /// What the CLI gets for `req` through the admin socket of `server`.
 async fn admin_call(server: &common::Server, req: rewind::admin::Request) -> serde_json::Value {
-    let dir = server.dir.path().to_path_buf();
-    tokio::task::spawn_blocking(move || rewind::admin::call(&dir, &req))
-        .await
-        .expect("join")
-        .expect("admin socket call")
+    server.admin(req).await.expect("admin socket call")
 }
 
 fn error_of(r: &HttpResponse) -> String {

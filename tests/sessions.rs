@@ -10,6 +10,74 @@ use bytes::Bytes;
 use common::{start_server_with, Client, TARGET};
 use rewind_protocol::{NopOut, Pdu};
 
+/// `volume resize` while an initiator is logged in: it gets a SCSI asynchronous event
+/// carrying CAPACITY DATA HAS CHANGED, then the unit attention on its next command, and READ
+/// CAPACITY (16) reports the new size; shrinking is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_a_volume_tells_logged_in_initiators() {
+    use rewind::admin::Request;
+    let s = start_server_with(|_| {}).await;
+    let mut c = Client::connect(s.addr).await;
+    assert_eq!(c.login(Some(TARGET), &[]).await.status_class, 0);
+    let rc16 = [0x9E, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0];
+    let r = c.scsi(&rc16, 32, &[]).await;
+    assert_eq!(r.status, 0);
+    let last = |d: &[u8]| u64::from_be_bytes(d[..8].try_into().expect("8 bytes"));
+    let before = last(&r.data) + 1;
+    let grown = (before + 2048) * 512;
+
+    let v = s
+        .admin(Request::VolumeResize {
+            name: "vol0".into(),
+            size: grown,
+        })
+        .await
+        .expect("resize");
+    assert_eq!(v["size_before"].as_u64(), Some(before * 512));
+    match c.recv_timeout(Duration::from_secs(5)).await {
+        Some(Pdu::AsyncMessage(m)) => {
+            assert_eq!((m.event, m.lun), (0, 0));
+            let n = u16::from_be_bytes([m.data[0], m.data[1]]) as usize;
+            let sense = &m.data[2..2 + n];
+            assert_eq!((sense[2] & 0x0F, sense[12], sense[13]), (6, 0x2A, 0x09));
+        }
+        other => panic!("expected an asynchronous event, got {other:?}"),
+    }
+    let r = c.scsi(&rc16, 32, &[]).await;
+    assert_eq!(r.sense_triple(), Some((6, 0x2A, 0x09)), "unit attention");
+    let r = c.scsi(&rc16, 32, &[]).await;
+    assert_eq!((r.status, last(&r.data) + 1), (0, grown / 512));
+    // The new blocks are there (and read as zeros); the end moved.
+    let r = c.read10((grown / 512 - 1) as u32, 1, 512).await;
+    assert_eq!(r.status, 0);
+    assert!(r.data.iter().all(|&b| b == 0));
+    assert_eq!(
+        c.read10((grown / 512) as u32, 1, 512).await.sense_triple(),
+        Some((5, 0x21, 0))
+    );
+
+    let e = s
+        .admin(Request::VolumeResize {
+            name: "vol0".into(),
+            size: before * 512,
+        })
+        .await
+        .expect_err("shrinking is refused");
+    assert!(e.contains("only grow"), "{e}");
+    let e = s
+        .admin(Request::VolumeResize {
+            name: "vol0".into(),
+            size: grown + 100,
+        })
+        .await
+        .expect_err("not whole blocks");
+    assert!(e.contains("multiple"), "{e}");
+    let meta = rewind::datadir::DataDir::open(s.dir.path())
+        .and_then(|d| d.load("vol0"))
+        .expect("volume.toml");
+    assert_eq!(meta.size, grown, "volume.toml records the new size");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_connections_share_one_session() {
     let s = start_server_with(|_| {}).await;

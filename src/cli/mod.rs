@@ -170,6 +170,16 @@ pub enum VolumeCommand {
         #[arg(long)]
         read_only: bool,
     },
+    /// Grow a served volume; logged-in initiators are told its capacity changed.
+    #[command(
+        after_help = "Volumes only grow. The daemon must be running. Initiators see a unit attention\n(CAPACITY DATA HAS CHANGED); on Linux, `iscsiadm -m session --rescan` then shows the new size.\nExample:\n  rewind volume resize db --size 40GiB"
+    )]
+    Resize {
+        name: String,
+        /// The new size, e.g. 40GiB (not smaller than the current one).
+        #[arg(long)]
+        size: String,
+    },
     /// List volumes.
     List {
         #[arg(long)]
@@ -274,6 +284,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             block_size,
             read_only,
         }) => create_volume(data, name, &size, block_size, read_only),
+        Command::Volume(VolumeCommand::Resize { name, size }) => {
+            let bytes = parse_size(&size)?;
+            let v = match admin::call(data, &Request::VolumeResize { name: name.clone(), size: bytes }) {
+                Err(admin::ClientError::NotRunning) => anyhow::bail!(
+                    "the daemon is not running: start `rewind serve` and resize while it serves the volume (initiators must be told)"
+                ),
+                r => r?,
+            };
+            let before = v["size_before"].as_u64().unwrap_or_default();
+            if before == bytes {
+                outln!("volume {name} is already {bytes} bytes");
+            } else {
+                outln!("volume {name} grew from {before} to {bytes} bytes; logged-in initiators were told");
+            }
+            Ok(())
+        }
         Command::Volume(VolumeCommand::List { json }) => {
             print::volumes(&DataDir::open(data)?.list()?, json)
         }

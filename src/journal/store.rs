@@ -377,6 +377,11 @@ impl JournaledStore {
         Ok(changed)
     }
 
+    /// The sizes the volume has had: (from stamp, blocks), oldest first.
+    pub fn sizes(&self) -> Vec<(u64, u64)> {
+        self.shared.sizes.all()
+    }
+
     /// Name the current moment; returns its stamp.
     pub fn bookmark(&self, name: &str) -> Result<u64> {
         let ts = self.shared.clock.stamp();

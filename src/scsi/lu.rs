@@ -263,6 +263,34 @@ impl LogicalUnit {
         Ok(())
     }
 
+    /// Grow the medium to `num_blocks` blocks. Every I_T nexus that has talked to this LU
+    /// gets the unit attention CAPACITY DATA HAS CHANGED (2A/09) on its next command.
+    pub fn grow(&self, num_blocks: u64) -> Result<(), crate::storage::StorageError> {
+        if self.config.read_only {
+            return Err(crate::storage::StorageError::ReadOnly);
+        }
+        let before = self.num_blocks();
+        self.store.grow(num_blocks)?;
+        if num_blocks != before {
+            self.state().ua.broadcast(None, 0x2A, 0x09);
+        }
+        Ok(())
+    }
+
+    /// Sense data (fixed format, as iSCSI's SCSI asynchronous event carries) saying the
+    /// capacity changed.
+    pub fn capacity_changed_sense() -> Bytes {
+        match (ScsiError::UnitAttention {
+            asc: 0x2A,
+            ascq: 0x09,
+        })
+        .fields()
+        {
+            Some(f) => sense::encode(&f, false),
+            None => Bytes::new(),
+        }
+    }
+
     /// LOGICAL UNIT RESET / TARGET WARM/COLD RESET.
     pub fn reset(&self, kind: ResetKind) {
         let mut st = self.state();

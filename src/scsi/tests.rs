@@ -367,6 +367,40 @@ fn unit_attention_after_reset() {
     good(&run(&lu, &[0, 0, 0, 0, 0, 0], &[]));
 }
 
+/// Growing the medium: every nexus that knew the LU gets CAPACITY DATA HAS CHANGED once, and
+/// READ CAPACITY then reports the new size; blocks past the new end stay out of range.
+#[test]
+fn unit_attention_after_capacity_change() {
+    let lu = lu();
+    good(&lu.execute(&req_on(1, &[0, 0, 0, 0, 0, 0], &[])));
+    good(&lu.execute(&req_on(2, &[0, 0, 0, 0, 0, 0], &[])));
+    lu.grow(2048).unwrap();
+    for n in [1, 2] {
+        let o = lu.execute(&req_on(n, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]));
+        assert_eq!(sense_of(&o), (6, 0x2A, 0x09), "nexus {n}");
+        let o = lu.execute(&req_on(n, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]));
+        good(&o);
+        assert_eq!(o.data_in[..4], 2047u32.to_be_bytes());
+    }
+    good(&run(&lu, &cdb10(0x28, 0, 2047, 1), &[]));
+    assert_eq!(
+        sense_of(&run(&lu, &cdb10(0x28, 0, 2048, 1), &[])),
+        (5, 0x21, 0)
+    );
+    // Shrinking is refused and changes nothing; growing to the same size raises no UA.
+    assert!(lu.grow(1024).is_err());
+    lu.grow(2048).unwrap();
+    good(&run(&lu, &[0, 0, 0, 0, 0, 0], &[]));
+    let sense = LogicalUnit::capacity_changed_sense();
+    assert_eq!(
+        (sense[0], sense[2], sense[12], sense[13]),
+        (0x70, 6, 0x2A, 0x09)
+    );
+    // A read-only LU does not grow.
+    let ro = lu_with(1024, 512, true, true);
+    assert!(ro.grow(2048).is_err());
+}
+
 fn prout(sa: u8, rtype: u8, key: u64, sa_key: u64) -> (Vec<u8>, Vec<u8>) {
     let cdb = vec![0x5F, sa, rtype, 0, 0, 0, 0, 0, 24, 0];
     let mut p = vec![0u8; 24];

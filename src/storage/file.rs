@@ -291,7 +291,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v");
         let s = FileStore::create(&path, 8 * 4096, 4096).unwrap();
-        s.write(IoOrigin::default(), 7, &[7u8; 4096], false).unwrap();
+        s.write(IoOrigin::default(), 7, &[7u8; 4096], false)
+            .unwrap();
         assert!(matches!(
             s.read(8, &mut [0u8; 4096]),
             Err(StorageError::OutOfRange { .. })
@@ -305,7 +306,8 @@ mod tests {
         s.read(7, &mut b).unwrap();
         assert_eq!(b, [7u8; 4096]);
         assert_eq!(s.allocation(8, 8).unwrap(), (Allocation::Deallocated, 8));
-        s.write(IoOrigin::default(), 15, &[9u8; 4096], false).unwrap();
+        s.write(IoOrigin::default(), 15, &[9u8; 4096], false)
+            .unwrap();
         assert!(matches!(s.grow(10), Err(StorageError::CannotResize(_))));
         assert_eq!(s.num_blocks(), 16);
         let reopened = FileStore::open(&path, 4096, false).unwrap();

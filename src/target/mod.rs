@@ -141,6 +141,53 @@ impl TargetContext {
     }
 }
 
+impl TargetContext {
+    /// Report a SCSI asynchronous event (`sense`, fixed format) about `lu` to every normal
+    /// session whose target serves it: an Asynchronous Message with AsyncEvent 0 (RFC 7143
+    /// section 11.9.1) on one connection of the session. The unit attention the LU queued is
+    /// what initiators act on; this tells them without waiting for their next command. A
+    /// connection whose send queue is full is skipped. Returns how many sessions were told.
+    pub fn announce_event(&self, lu: &Arc<LogicalUnit>, sense: &bytes::Bytes) -> usize {
+        let mut data = Vec::with_capacity(2 + sense.len());
+        data.extend_from_slice(&(sense.len() as u16).to_be_bytes());
+        data.extend_from_slice(sense);
+        let data = bytes::Bytes::from(data);
+        let mut told = 0;
+        for s in self.sessions.all() {
+            let Some(target) = &s.target else { continue };
+            let Some(lun) = target
+                .luns
+                .iter()
+                .find(|(_, l)| Arc::ptr_eq(l, lu))
+                .and_then(|(n, _)| u16::try_from(*n).ok())
+            else {
+                continue;
+            };
+            let conns = session::lock(&s.connections);
+            let Some((_, conn)) = conns.iter().min_by_key(|(cid, _)| **cid) else {
+                continue;
+            };
+            let msg = rewind_protocol::AsyncMessage {
+                lun: rewind_protocol::lun::to_wire(lun),
+                stat_sn: 0,
+                exp_cmd_sn: 0,
+                max_cmd_sn: 0,
+                event: 0,
+                vcode: 0,
+                param1: 0,
+                param2: 0,
+                param3: 0,
+                data: data.clone(),
+            };
+            let pdu = rewind_protocol::Pdu::AsyncMessage(msg);
+            if conn.tx.try_send(pdu_io::Outgoing::Pdu(pdu)).is_ok() {
+                told += 1;
+            }
+        }
+        told
+    }
+}
+
 /// The LU number addressed by an 8-byte LUN field (single level), if it is one we can address.
 pub fn decode_lun(field: u64) -> Option<u64> {
     rewind_protocol::lun::from_wire(field).map(u64::from)

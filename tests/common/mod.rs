@@ -43,6 +43,17 @@ pub async fn start_server_with(tweak: impl FnOnce(&mut Config)) -> Server {
     Server { running, addr, dir }
 }
 
+impl Server {
+    /// What the CLI gets for `req` through the admin socket.
+    pub async fn admin(&self, req: rewind::admin::Request) -> Result<serde_json::Value, String> {
+        let dir = self.dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || rewind::admin::call(&dir, &req))
+            .await
+            .expect("join")
+            .map_err(|e| e.to_string())
+    }
+}
+
 pub struct Client {
     pub stream: TcpStream,
     buf: BytesMut,
@@ -156,6 +167,7 @@ impl Client {
             Pdu::TaskMgmtResponse(p) => Some(p.stat_sn),
             Pdu::NopIn(p) if p.itt != 0xffff_ffff => Some(p.stat_sn),
             Pdu::Reject(p) => Some(p.stat_sn),
+            Pdu::AsyncMessage(p) => Some(p.stat_sn),
             _ => None,
         };
         if let Some(sn) = sn {
