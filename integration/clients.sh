@@ -5,7 +5,8 @@
 #   iscsi-readcapacity16  1 GiB, 512-byte blocks
 #   qemu-img info         the disk through QEMU's iSCSI driver (README tour)
 # and, against rewind, the rest of the README tour that needs no root: `rewind volume create`
-# against the running daemon, `volume list [--json]`, `completions` (also into a closed pipe) and
+# and `volume resize` (grow; a new session sees the size; shrinking refused) against the running
+# daemon, `volume list [--json]`, `completions` (also into a closed pipe) and
 # `--log-format json` (every line the daemon logs parses as JSON).
 # usage: integration/clients.sh          (TARGET_IMPL=tgt to run it against the reference target)
 set -euo pipefail
@@ -101,6 +102,20 @@ if [ "$TARGET_IMPL" = rewind ]; then
     if run volume-create-served iscsi-readcapacity16 "iscsi://127.0.0.1:$TARGET_PORT/$DB_IQN/0"; then
         expect volume-create-served "^Total size:$DB_SIZE\$" "the new target answers with $DB_SIZE bytes"
     fi
+    GROWN=$((2 * DB_SIZE))
+    if run volume-resize rewind_cli volume resize db --size 128MiB; then
+        expect volume-resize "^volume db grew from $DB_SIZE to $GROWN bytes" "db grown on the running daemon"
+    fi
+    if run volume-resize-served iscsi-readcapacity16 "iscsi://127.0.0.1:$TARGET_PORT/$DB_IQN/0"; then
+        expect volume-resize-served "^Total size:$GROWN\$" "a new session sees $GROWN bytes"
+    fi
+    OUT=$WORK/volume-shrink.out
+    if rewind_cli volume resize db --size 64MiB >"$OUT" 2>&1; then
+        check_fail "volume-shrink: shrinking db was accepted"
+    else
+        expect volume-shrink "only grow" "shrinking refused with a reason"
+    fi
+    DB_SIZE=$GROWN
     if run volume-list rewind_cli volume list; then
         expect volume-list '^NAME +SIZE +BLOCK' "a header"
         expect volume-list "^db +$DB_SIZE +512 " "db, $DB_SIZE bytes, 512-byte blocks"

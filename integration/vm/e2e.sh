@@ -21,8 +21,25 @@ if [ "$TARGET_IMPL" = tgt ]; then
 fi
 
 rc=0
+RESIZE=()
+if [ "$TARGET_IMPL" = rewind ]; then
+    # The guest stops while logged in; the volume grows under it (`rewind volume resize`).
+    RESIZE_TO=$((TARGET_SIZE + 64 * 1024 * 1024))
+    RESIZE=(--env "RESIZE_TO=$RESIZE_TO")
+fi
+: >"$WORK/console.log"
 "$INTEG_DIR/vm/run-guest.sh" --port "$TARGET_PORT" --target "$TARGET_IQN" --lun "$TARGET_LUN" \
-    --timeout "${VM_TIMEOUT:-900}" --log "$WORK/console.log" || rc=$?
+    "${RESIZE[@]}" --timeout "${VM_TIMEOUT:-900}" --log "$WORK/console.log" &
+VM_PID=$!
+if [ "$TARGET_IMPL" = rewind ]; then
+    while kill -0 "$VM_PID" 2>/dev/null && ! grep -qx 'GUEST READY FOR RESIZE' "$WORK/console.log"; do
+        sleep 0.5
+    done
+    if grep -qx 'GUEST READY FOR RESIZE' "$WORK/console.log"; then
+        rewind_cli volume resize vol0 --size "$RESIZE_TO" || fail "rewind volume resize failed"
+    fi
+fi
+wait "$VM_PID" || rc=$?
 target_alive
 [ "$rc" -eq 0 ] || fail "initiator VM failed (exit $rc; 124 = timeout, 125 = guest crashed)"
 grep -qx 'GUEST PASS' "$WORK/console.log" || fail "the guest exited 0 but did not report GUEST PASS"
@@ -58,4 +75,4 @@ if [ "$TARGET_IMPL" = tgt ] && have debugfs; then
     [ "$n" -gt 0 ] || fail "no MANIFEST lines from the guest"
     log "host check: $n files in the backing file match the guest's checksums"
 fi
-pass "real Linux initiator (open-iscsi) against $TARGET_IMPL, plain and CRC32C digests$([ "$TARGET_IMPL" = rewind ] && echo ", snapshot mounted read-only") ($((SECONDS - START))s)"
+pass "real Linux initiator (open-iscsi) against $TARGET_IMPL, plain and CRC32C digests$([ "$TARGET_IMPL" = rewind ] && echo ", volume grown while mounted, snapshot mounted read-only") ($((SECONDS - START))s)"

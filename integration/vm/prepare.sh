@@ -50,7 +50,7 @@ vm_extract() {
 
 vm_host_tools() {
     local c missing=()
-    for c in qemu-system-x86_64 apt-get dpkg-deb depmod modprobe ldd sha256sum mke2fs e2fsck; do
+    for c in qemu-system-x86_64 apt-get dpkg-deb depmod modprobe ldd sha256sum mke2fs e2fsck resize2fs; do
         command -v "$c" >/dev/null 2>&1 || missing+=("$c")
     done
     [ ${#missing[@]} -eq 0 ] || vm_die "missing host tools: ${missing[*]} (run: integration/setup.sh)"
@@ -102,7 +102,7 @@ vm_initramfs() {
         echo "$VM_KVER $VM_MODULES $VM_PKGS"
         find "$VM_CACHE/debs" -maxdepth 1 -name '*.deb' -printf '%f\n' | sort
         cat "$gdir"/* "${BASH_SOURCE[0]}"
-        sha256sum "$(command -v mke2fs)" "$(command -v e2fsck)"
+        sha256sum "$(command -v mke2fs)" "$(command -v e2fsck)" "$(command -v resize2fs)"
     } | sha256sum | cut -c1-16)
     VM_INITRAMFS=$VM_CACHE/initramfs-$key.cpio
     [ -s "$VM_INITRAMFS" ] && return 0
@@ -128,7 +128,7 @@ vm_initramfs() {
     rm -rf "${root:?}$VM_CACHE"
     rmdir -p "$(dirname "$root$VM_CACHE")" 2>/dev/null || true
     mkdir -p "$root/root"
-    for m in mke2fs e2fsck; do vm_copy_bin "$root" "$(readlink -f "$(command -v "$m")")"; done
+    for m in mke2fs e2fsck resize2fs; do vm_copy_bin "$root" "$(readlink -f "$(command -v "$m")")"; done
     ln -sf mke2fs "$root/sbin/mkfs.ext4"; ln -sf e2fsck "$root/sbin/fsck.ext4"
     [ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$root/etc/"
     # kernel modules with their dependencies, in load order

@@ -84,7 +84,7 @@ LOG=${LOG:-$RUN/console.log}
 T1=$SECONDS
 vm_log "booting the guest (${ACCEL[1]}, timeout ${TIMEOUT}s) against 127.0.0.1:$PORT $IQN LUN $LUN"
 set +e
-timeout -k 5 "$TIMEOUT" "${QEMU[@]}" </dev/null 2>&1 | tr -d '\r' | tee -a "$LOG"
+timeout -k 5 "$TIMEOUT" "${QEMU[@]}" </dev/null 2>&1 | sed -u 's/\r//g' | tee -a "$LOG"
 QRC=${PIPESTATUS[0]}
 set -e
 T2=$SECONDS

@@ -6,6 +6,10 @@
 #   3. login again (new session, new disk, no page cache), verify the files, logout
 #   4. with HeaderDigest=CRC32C and DataDigest=CRC32C: login (both digests must be in effect),
 #      verify, write more files, logout, login again, verify everything, logout
+#   5. with RESIZE_TO (bytes) set: print "GUEST READY FOR RESIZE" while logged in and mounted
+#      (the host then grows the volume), wait until the disk reports RESIZE_TO bytes after
+#      I/O and a rescan, check the kernel saw the capacity-change unit attention, grow ext4
+#      online with resize2fs, verify the files
 # Prints "GUEST PASS" and exits 0, or "GUEST FAIL: reason" and exits 1.
 set -u
 MNT=/mnt/lun
@@ -101,6 +105,27 @@ logout
 login CRC32C
 mount_fs
 verify_files
+if [ -n "${RESIZE_TO:-}" ]; then
+    name=${DEV#/dev/}
+    bytes() { echo $(($(cat "/sys/block/$name/size") * 512)); }
+    before=$(bytes)
+    echo "GUEST READY FOR RESIZE"
+    i=0
+    while [ "$(bytes)" != "$RESIZE_TO" ] && [ $i -lt 240 ]; do
+        sleep 0.5
+        dd if="$DEV" of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null
+        echo 1 >"/sys/block/$name/device/rescan"
+        i=$((i + 1))
+    done
+    [ "$(bytes)" = "$RESIZE_TO" ] || die "the disk still has $(bytes) bytes; the target grew it to $RESIZE_TO"
+    dmesg | grep -q "Capacity data has changed" || { dmesg | tail -n 20; die "the kernel did not report the capacity-change unit attention"; }
+    fs_before=$(df -k "$MNT" | awk 'NR == 2 { print $2 }')
+    resize2fs "$DEV" >/tmp/resize.out 2>&1 || { cat /tmp/resize.out; die "online resize2fs failed"; }
+    fs_after=$(df -k "$MNT" | awk 'NR == 2 { print $2 }')
+    [ "$fs_after" -gt "$fs_before" ] || die "ext4 did not grow ($fs_before KiB -> $fs_after KiB)"
+    verify_files
+    say "disk grew from $before to $(bytes) bytes (unit attention seen), ext4 grown online from $fs_before to $fs_after KiB"
+fi
 umount_fs
 logout
 
