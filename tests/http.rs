@@ -335,6 +335,44 @@ async fn http_api_metrics_status_volumes() {
     let mut c2 = Client::connect(server.addr).await;
     let login = c2.login(Some("iqn.2026-11.dev.rewind:db"), &[]).await;
     assert_eq!((login.status_class, login.status_detail), (0, 0));
+    // Grow it (as `rewind volume resize`); shrinking and partial blocks are refused.
+    let r = request(
+        http,
+        "POST",
+        "/api/v1/volumes/db/resize",
+        Some(r#"{"size":"32MiB"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (json(&r)["size_before"].as_u64(), json(&r)["size"].as_u64()),
+        (Some(16 << 20), Some(32 << 20))
+    );
+    let r = request(
+        http,
+        "POST",
+        "/api/v1/volumes/db/resize",
+        Some(r#"{"size":"8MiB"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(error_of(&r).contains("only grow"), "{}", r.body);
+    let r = request(
+        http,
+        "POST",
+        "/api/v1/volumes/db/resize",
+        Some(r#"{"size":33554944}"#),
+    )
+    .await;
+    assert!(error_of(&r).contains("multiple"), "{}", r.body);
+    let r = request(
+        http,
+        "POST",
+        "/api/v1/volumes/nope/resize",
+        Some(r#"{"size":"1GiB"}"#),
+    )
+    .await;
+    assert!(error_of(&r).contains("no volume"), "{}", r.body);
 
     // Shutdown: health turns 503 or the listener goes away.
     server.running.ctx.shutdown.cancel();

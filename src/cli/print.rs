@@ -128,6 +128,17 @@ pub fn history(v: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
         "journal size      {} ({bytes} bytes)",
         bytesize::ByteSize(bytes).to_string_as(true)
     );
+    let sizes = v["sizes"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if sizes.len() > 1 {
+        outln!("sizes (views of a time have the size of that time)");
+        for z in sizes {
+            outln!(
+                "  {:>16} bytes from {}",
+                z["bytes"],
+                z["from"].as_str().unwrap_or_default()
+            );
+        }
+    }
     outln!("retention");
     for t in v["retention_tiers"].as_array().into_iter().flatten() {
         outln!(
