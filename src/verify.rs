@@ -23,7 +23,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::datadir::{DataDir, VolumeMeta};
-use crate::journal::record::{scan_segment, Record, SegmentKind};
+use crate::journal::record::{scan_segment, Record, SegmentKind, Status};
 use crate::journal::{JournalConfig, JournaledStore};
 use crate::storage::{BlockStore, FileStore};
 
@@ -34,6 +34,10 @@ pub struct SegmentCheck {
     pub kind: &'static str,
     pub entries: u64,
     pub statuses: u64,
+    /// `(ts, port, seq)` of the writes whose outcome is recorded `Failed` here.
+    pub failed: Vec<(u64, u64, u64)>,
+    /// Merged-window port validity records.
+    pub windows: u64,
     pub len: u64,
     /// Where a scan stopped early, and why.
     pub tail: Option<(u64, String)>,
@@ -128,6 +132,8 @@ pub fn check_journal_with_progress(
                     kind,
                     entries: 0,
                     statuses: 0,
+                    failed: Vec::new(),
+                    windows: 0,
                     len: buf.len() as u64,
                     tail: Some((0, e.to_string())),
                     benign_tail: torn_header,
@@ -146,6 +152,8 @@ pub fn check_journal_with_progress(
             kind,
             entries: 0,
             statuses: 0,
+            failed: Vec::new(),
+            windows: 0,
             len: buf.len() as u64,
             tail: None,
             benign_tail: false,
@@ -154,6 +162,9 @@ pub fn check_journal_with_progress(
             match &s.record {
                 Record::Entry(e) => {
                     check.entries += 1;
+                    if e.status == Status::Failed {
+                        check.failed.push((e.ts, e.port, e.seq));
+                    }
                     let want_len = e.expected_data_len(block_size as usize);
                     if e.data.len() as u64 != want_len {
                         out.problems.push(format!(
@@ -173,7 +184,13 @@ pub fn check_journal_with_progress(
                         ));
                     }
                 }
-                Record::Status(_) => check.statuses += 1,
+                Record::Status(u) => {
+                    check.statuses += 1;
+                    if u.status == Status::Failed {
+                        check.failed.push((u.ts, u.port, u.seq));
+                    }
+                }
+                Record::Window(_) => check.windows += 1,
             }
         }
         if let Some(t) = &scan.tail {

@@ -460,6 +460,30 @@ impl Registry {
             .consistency_marks(0, u64::MAX)
             .map_err(|e| e.to_string())?;
         let invalid = j.invalid_ports(0, u64::MAX).map_err(|e| e.to_string())?;
+        // Writes whose entry ends Failed: the newest 100 are listed.
+        let failed = j.failed_writes(0, u64::MAX).map_err(|e| e.to_string())?;
+        let failed_list: Vec<serde_json::Value> = failed
+            .iter()
+            .rev()
+            .take(100)
+            .map(|u| {
+                serde_json::json!({
+                    "time": format_stamp(u.ts), "stamp": u.ts, "port": u.port,
+                    "lba": u.lba, "blocks": u.blocks,
+                })
+            })
+            .collect();
+        let windows: Vec<serde_json::Value> = j
+            .incomplete_windows(0)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|w| {
+                serde_json::json!({
+                    "from": format_stamp(w.start), "to": format_stamp(w.end),
+                    "invalid_ports": w.invalid_ports(),
+                })
+            })
+            .collect();
         Ok(serde_json::json!({
             "volume": v.meta.name,
             "oldest": format_stamp(j.oldest_point()),
@@ -473,6 +497,9 @@ impl Registry {
             "last_consistency_mark": marks.last().map(|ts| format_stamp(*ts)),
             "bookmarks": bookmarks,
             "invalid_ports": invalid,
+            "failed_write_count": failed.len(),
+            "failed_writes": failed_list,
+            "incomplete_merged_windows": windows,
             "retention": self.journal.retention,
             "retention_tiers": retention_tiers(&self.journal.retention, j.oldest_point(), now),
             "journal_bytes": dir_bytes(&self.dd.volume_dir(volume).join("journal")),

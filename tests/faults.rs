@@ -335,22 +335,52 @@ fn journaled_fua_write_on_failing_volume_is_write_error_then_recovers() {
     assert_eq!(r.disk_bytes(200, 8), pattern(4, 8));
 }
 
-/// The three-phase status the journal writes for each write: `Pending` with the old data, then
-/// the outcome. The journal's write path updates only the dirty cache (which cannot fail), so a
-/// failing volume is reported by the commit (SYNCHRONIZE CACHE / FUA) and no write is ever
-/// recorded `Failed`: this test pins that down (see docs/reliability.md).
+/// The three-phase status the journal writes for each write: `Pending` with the old data,
+/// then the outcome the initiator got. A write acknowledged GOOD ends `Ok`, even if the volume
+/// later fails to take it (write-back: SYNCHRONIZE CACHE reports that, and the data stays
+/// cached until the volume takes it). A FUA write whose write-through fails (EIO, ENOSPC) gets
+/// CHECK CONDITION and its entry ends `Failed`, with the command's range; the failures stay
+/// on record once the entries move into the primary journal.
 #[test]
-fn journaled_status_records_after_volume_failure() {
+fn journaled_status_records_the_outcome_the_initiator_got() {
     let r = journaled();
+    let j = r.journal.as_ref().unwrap();
     on(&r.faults.write_eio);
     good(&r.write(300, &pattern(5, 8)));
     check(&r.sync(), WRITE_ERROR);
+    check(&r.write_fua(400, &pattern(6, 8)), WRITE_ERROR);
+    let t_eio = j.last_stamp();
+    r.faults.clear();
+    on(&r.faults.no_space);
+    check(&r.write_fua(500, &pattern(7, 4)), NO_SPACE);
     r.faults.clear();
     good(&r.sync());
+    good(&r.write_fua(600, &pattern(8, 8)));
     let dir = r._dir.as_ref().unwrap().path().join("partial");
     let statuses = partial_statuses(&dir);
-    assert!(statuses.contains(&(1, Status::Ok)), "{statuses:?}");
-    assert!(!statuses.iter().any(|(_, s)| *s == Status::Failed));
+    for (seq, want) in [
+        (1, Status::Ok),
+        (2, Status::Failed),
+        (3, Status::Failed),
+        (4, Status::Ok),
+    ] {
+        assert!(statuses.contains(&(seq, want)), "{seq}: {statuses:?}");
+    }
+    let failed = |j: &JournaledStore| -> Vec<(u64, u64, u64)> {
+        j.failed_writes(0, u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|u| (u.port, u.lba, u.blocks))
+            .collect()
+    };
+    assert_eq!(failed(j), vec![(1, 400, 8), (1, 500, 4)]);
+    assert_eq!(j.failed_writes(0, t_eio).unwrap().len(), 1);
+    j.flush_partials().unwrap();
+    assert_eq!(failed(j), vec![(1, 400, 8), (1, 500, 4)], "in the primary");
+    // Reads stay exact: the failed writes' data was accepted into the cache and reached the
+    // volume once the fault cleared (SCSI leaves a failed write's blocks indeterminate).
+    assert_eq!(&r.read(400, 8).data_in[..], &pattern(6, 8)[..]);
+    assert_eq!(r.disk_bytes(400, 8), pattern(6, 8));
 }
 
 fn partial_statuses(dir: &Path) -> Vec<(u64, Status)> {
@@ -363,6 +393,7 @@ fn partial_statuses(dir: &Path) -> Vec<(u64, Status)> {
             match s.record {
                 Record::Status(u) => out.push((u.seq, u.status)),
                 Record::Entry(e) => assert_eq!(e.status, Status::Pending),
+                Record::Window(_) => panic!("a partial journal holds no merged windows"),
             }
         }
     }

@@ -123,6 +123,22 @@ pub fn history(v: serde_json::Value, as_json: bool) -> anyhow::Result<()> {
     if invalid > 0 {
         outln!("WARNING: {invalid} port(s) could not flush their journal; later points are not guaranteed complete");
     }
+    for w in v["incomplete_merged_windows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        outln!(
+            "WARNING: merged window {} .. {}: port(s) {} invalid; points from there on are not guaranteed complete",
+            w["from"].as_str().unwrap_or_default(),
+            w["to"].as_str().unwrap_or_default(),
+            w["invalid_ports"]
+        );
+    }
+    let failed = v["failed_write_count"].as_u64().unwrap_or(0);
+    if failed > 0 {
+        outln!("failed writes     {failed} (journaled, then answered with an error; see --json)");
+    }
     let bytes = v["journal_bytes"].as_u64().unwrap_or(0);
     outln!(
         "journal size      {} ({bytes} bytes)",

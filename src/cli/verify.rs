@@ -73,6 +73,17 @@ pub fn run(data: &std::path::Path, args: &VerifyArgs) -> i32 {
         check.segments.len(),
         entries
     );
+    let failed: std::collections::BTreeSet<_> = check
+        .segments
+        .iter()
+        .flat_map(|s| s.failed.iter())
+        .collect();
+    if !failed.is_empty() {
+        outln!(
+            "  {} write(s) recorded Failed (the initiator got an error after their old data was journaled)",
+            failed.len()
+        );
+    }
     for s in check.torn_tails() {
         if let Some((off, why)) = &s.tail {
             outln!(

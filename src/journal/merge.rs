@@ -7,8 +7,9 @@
 
 use super::error::Result;
 use super::primary::{index_key, KEY_LEN};
+use super::record::{MergedWindow, Record};
 use super::store::Shared;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MergeReport {
@@ -21,6 +22,10 @@ pub struct MergeReport {
     pub segments_deleted: Vec<u64>,
     /// Ports whose journals were invalid during the merged span (port validity).
     pub invalid_ports: Vec<u64>,
+    /// Merged windows whose port validity record was written (new, or changed since the last
+    /// merge), and how many of those had a port invalid.
+    pub windows_recorded: u64,
+    pub windows_incomplete: u64,
     /// Set when the journal was over `max_bytes`, or its filesystem short of free space
     /// (`min_free_percent`), and the oldest history up to this stamp was dropped.
     pub quota_horizon: Option<u64>,
@@ -160,12 +165,16 @@ impl Shared {
         // once left, does not come back.
         let mut window: Option<(u64, usize, u64)> = None;
         let mut kept = 0u32;
+        // Per merged window `(start, end]`: the ports that wrote in it.
+        let mut writers: BTreeMap<(u64, u64), BTreeSet<u64>> = BTreeMap::new();
         for item in self.primary.iter_index() {
             let ((extent, ts, port, seq), loc) = item?;
             report.scanned += u64::from(loc.n);
             let dead = if ts <= horizon {
                 true
             } else if let Some((tier, start)) = policy.window_of(now, ts) {
+                let end = start.saturating_add(policy.tiers[tier].every.micros());
+                writers.entry((start, end)).or_default().insert(port);
                 let w = (extent, tier, start);
                 if window != Some(w) {
                     window = Some(w);
@@ -191,17 +200,77 @@ impl Shared {
             }
         }
         report.dropped = dropped_chunks;
+        // The merged windows' port validity goes into the journal before their entries are
+        // thinned out: the kept entries stand for the window, the record says whether they are
+        // complete.
+        self.record_windows(&writers, horizon, &mut report)?;
         self.primary.remove_keys(&drop_keys)?;
         self.set_marks_floor(horizon)?;
+        self.primary.drop_failed_upto(horizon)?;
+        self.primary.drop_windows_upto(horizon)?;
         // The index must forget before the files go.
         self.primary.flush_index()?;
         let (segs, active) = self.primary.segments()?;
-        for seg in segs {
-            if seg != active && !live.contains_key(&seg) {
-                self.primary.delete_segment(seg)?;
-                report.segments_deleted.push(seg);
-            }
+        let doomed: Vec<u64> = segs
+            .into_iter()
+            .filter(|seg| *seg != active && !live.contains_key(seg))
+            .collect();
+        // Window records still in force move out of segments about to go (they are small).
+        let moving: Vec<Record> = self
+            .primary
+            .windows_after(horizon)?
+            .into_iter()
+            .filter(|(_, seg)| doomed.contains(seg))
+            .map(|(w, _)| Record::Window(w))
+            .collect();
+        self.primary.append_records(&moving)?;
+        if !moving.is_empty() {
+            self.primary.flush_index()?;
+        }
+        for seg in doomed {
+            self.primary.delete_segment(seg)?;
+            report.segments_deleted.push(seg);
         }
         Ok(report)
+    }
+
+    /// Write the port validity of every merged window that holds entries: its writers, and
+    /// the ports invalid at any time in it, from the port-validity intervals and from window
+    /// records already written (so validity survives the loss of the intervals with the sled
+    /// database). A window whose record says the same already is not written again.
+    fn record_windows(
+        &self,
+        writers: &BTreeMap<(u64, u64), BTreeSet<u64>>,
+        horizon: u64,
+        report: &mut MergeReport,
+    ) -> Result<()> {
+        let intervals = self.validity_intervals()?;
+        let known: Vec<MergedWindow> = self
+            .primary
+            .windows_after(horizon)?
+            .into_iter()
+            .map(|(w, _)| w)
+            .collect();
+        let mut records = Vec::new();
+        for (&(start, end), ports) in writers {
+            let mut invalid: Vec<u64> = intervals
+                .iter()
+                .filter(|(since, _, until)| *since <= end && *until > start)
+                .map(|(_, port, _)| *port)
+                .collect();
+            for w in known.iter().filter(|w| w.start < end && w.end > start) {
+                invalid.extend(w.invalid_ports());
+            }
+            invalid.sort_unstable();
+            invalid.dedup();
+            let w = MergedWindow::new(start, end, ports.iter().copied().collect(), &invalid);
+            if known.contains(&w) {
+                continue;
+            }
+            report.windows_recorded += 1;
+            report.windows_incomplete += u64::from(!w.complete());
+            records.push(Record::Window(w));
+        }
+        self.primary.append_records(&records)
     }
 }

@@ -71,6 +71,9 @@ pub(crate) struct PartialJournal {
     /// The entries in append order (each once).
     writes: Vec<Arc<Entry>>,
     statuses: HashMap<u64, Status>,
+    /// Outcomes recorded after their entries were handed to the primary journal (by a rotation):
+    /// the next flush of this port writes them there as status records.
+    late: Vec<StatusUpdate>,
     /// Old-data bytes held.
     pub bytes: u64,
     /// When the oldest unflushed entry was appended.
@@ -129,6 +132,7 @@ impl PartialJournal {
             entries: BTreeMap::new(),
             writes: Vec::new(),
             statuses: HashMap::new(),
+            late: Vec::new(),
             bytes: 0,
             first_append: None,
         })
@@ -179,25 +183,67 @@ impl PartialJournal {
         Ok(seq)
     }
 
-    /// Record the outcome of write `seq` (phase three).
-    pub fn set_status(&mut self, ts: u64, seq: u64, status: Status) -> io::Result<()> {
-        self.statuses.insert(seq, status);
+    /// Record the outcome of write `seq` over `blocks` blocks from `lba` (phase three), in the
+    /// port's current segment file. If a rotation already handed the entry to the primary
+    /// journal (with the status it had then), the outcome is also kept for the primary: the
+    /// next flush of this port appends it there ([`take_late`](Self::take_late)).
+    pub fn set_status(
+        &mut self,
+        ts: u64,
+        seq: u64,
+        status: Status,
+        lba: u64,
+        blocks: u64,
+    ) -> io::Result<()> {
+        let update = StatusUpdate {
+            ts,
+            port: self.port,
+            seq,
+            status,
+            lba,
+            blocks,
+        };
+        let rotated = self
+            .in_flight
+            .as_ref()
+            .is_some_and(|(_, upto)| seq <= *upto);
+        let held = self.statuses.contains_key(&seq);
+        if held {
+            self.statuses.insert(seq, status);
+        }
+        // A failure goes to the primary as a status record in any case: it carries the
+        // command's own range (the entry covers whole chunks).
+        if rotated || !held || status == Status::Failed {
+            self.late.push(update);
+        }
         let mut buf = Vec::new();
-        encode_status(
-            &StatusUpdate {
-                ts,
-                port: self.port,
-                seq,
-                status,
-            },
-            &mut buf,
-        );
+        encode_status(&update, &mut buf);
         if let Err(err) = (&*self.file).write_all(&buf) {
             let _ = self.file.set_len(self.file_len);
             return Err(err);
         }
         self.file_len += buf.len() as u64;
         Ok(())
+    }
+
+    /// Outcomes waiting for the primary journal (see `set_status`).
+    pub fn take_late(&mut self) -> Vec<StatusUpdate> {
+        std::mem::take(&mut self.late)
+    }
+
+    /// Put outcomes back that the primary could not take.
+    pub fn restore_late(&mut self, mut late: Vec<StatusUpdate>) {
+        late.append(&mut self.late);
+        self.late = late;
+    }
+
+    pub fn has_late(&self) -> bool {
+        !self.late.is_empty()
+    }
+
+    /// Outcomes waiting for the primary journal.
+    pub fn late(&self) -> &[StatusUpdate] {
+        &self.late
     }
 
     /// The first entry for `chunk` stamped after `ts` (the chunk is `chunk - e.first_chunk()`
@@ -337,16 +383,27 @@ impl PartialJournal {
     }
 }
 
-/// Read back a partial segment file after a restart: its entries with their last status.
-pub(crate) fn replay_file(
-    path: &Path,
-) -> Result<(Vec<Entry>, Option<TailProblem>), super::JournalError> {
+/// What a partial segment file held: its entries (with the last status found for them in
+/// this file), every status record in it (an outcome may be recorded in a later file than its
+/// entry, or after the entry went to the primary journal), and where it stopped.
+pub(crate) struct Replayed {
+    pub entries: Vec<Entry>,
+    pub statuses: Vec<StatusUpdate>,
+    pub tail: Option<TailProblem>,
+}
+
+/// Read back a partial segment file after a restart.
+pub(crate) fn replay_file(path: &Path) -> Result<Replayed, super::JournalError> {
     let buf = std::fs::read(path)?;
     let name = path.display().to_string();
     if buf.len() < super::record::SEGMENT_HEADER_LEN {
         // Created, then a crash before its header was written: it holds nothing.
         let reason = "segment torn before its header was written".to_string();
-        return Ok((Vec::new(), Some(TailProblem { offset: 0, reason })));
+        return Ok(Replayed {
+            entries: Vec::new(),
+            statuses: Vec::new(),
+            tail: Some(TailProblem { offset: 0, reason }),
+        });
     }
     let (header, scan) = scan_segment(&buf, &name)?;
     if header.kind != SegmentKind::Partial {
@@ -357,13 +414,17 @@ pub(crate) fn replay_file(
         });
     }
     let mut entries: Vec<Entry> = Vec::new();
+    let mut statuses = Vec::new();
     let mut status: HashMap<(u64, u64), Status> = HashMap::new();
     for s in scan.records {
         match s.record {
             Record::Entry(e) => entries.push(e),
             Record::Status(u) => {
                 status.insert((u.port, u.seq), u.status);
+                statuses.push(u);
             }
+            // Only the primary journal holds merged windows.
+            Record::Window(_) => {}
         }
     }
     for e in &mut entries {
@@ -371,7 +432,11 @@ pub(crate) fn replay_file(
             e.status = *s;
         }
     }
-    Ok((entries, scan.tail))
+    Ok(Replayed {
+        entries,
+        statuses,
+        tail: scan.tail,
+    })
 }
 
 #[cfg(test)]
@@ -408,7 +473,7 @@ mod tests {
         let mut two = entry_n(0, 2, 1);
         two.data[4096..].fill(2);
         let s1 = p.append(100, vec![two]).unwrap();
-        p.set_status(100, s1, Status::Ok).unwrap();
+        p.set_status(100, s1, Status::Ok, 0, 16).unwrap();
         let s2 = p.append(200, vec![entry(0, 3)]).unwrap();
         assert_eq!((s1, s2), (1, 2));
         let e = p.first_after(1, 50).unwrap();
@@ -418,7 +483,7 @@ mod tests {
         assert!(p.first_after(0, 200).is_none());
         assert!(p.first_after(2, 0).is_none());
 
-        let (entries, tail) = replay_file(p.path()).unwrap();
+        let Replayed { entries, tail, .. } = replay_file(p.path()).unwrap();
         assert!(tail.is_none());
         assert_eq!(entries.len(), 2, "one record per write");
         assert_eq!(entries[0].chunks(), 2);
@@ -469,6 +534,40 @@ mod tests {
         assert!(p.commit_target().is_none());
     }
 
+    /// An outcome recorded after a rotation handed its entry to the primary (or after the
+    /// flush) waits for the primary; a failure always does (it carries the command's range).
+    #[test]
+    fn outcomes_after_a_rotation_wait_for_the_primary() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = PartialJournal::create(dir.path(), 4, 4096, 0).unwrap();
+        let s1 = p.append(100, vec![entry(0, 1)]).unwrap();
+        let s2 = p.append(200, vec![entry(8, 2)]).unwrap();
+        p.set_status(100, s1, Status::Ok, 0, 8).unwrap();
+        assert!(!p.has_late(), "held here: goes with the entry");
+        let r = p.rotate().unwrap();
+        assert_eq!(r.entries[0].1, Status::Ok);
+        assert_eq!(r.entries[1].1, Status::Pending);
+        p.set_status(200, s2, Status::Failed, 9, 3).unwrap();
+        p.finish_flush(&r);
+        let s3 = p.append(300, vec![entry(16, 3)]).unwrap();
+        p.set_status(300, s3, Status::Failed, 16, 8).unwrap();
+        let late = p.take_late();
+        assert_eq!(
+            late.iter()
+                .map(|u| (u.seq, u.status, u.lba, u.blocks))
+                .collect::<Vec<_>>(),
+            vec![(s2, Status::Failed, 9, 3), (s3, Status::Failed, 16, 8)]
+        );
+        assert!(!p.has_late());
+        // The file holds the outcome too: a replay finds it (and its entry, if here).
+        let Replayed {
+            entries, statuses, ..
+        } = replay_file(p.path()).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].status, Status::Failed);
+        assert_eq!(statuses.len(), 2, "the one of a flushed entry as well");
+    }
+
     #[test]
     fn write_all_parts_writes_everything_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -492,7 +591,7 @@ mod tests {
         let len = std::fs::metadata(p.path()).unwrap().len();
         let f = OpenOptions::new().write(true).open(p.path()).unwrap();
         f.set_len(len - 10).unwrap();
-        let (entries, tail) = replay_file(p.path()).unwrap();
+        let Replayed { entries, tail, .. } = replay_file(p.path()).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].chunks(), 4);
         assert!(tail.is_some());

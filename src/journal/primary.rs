@@ -13,8 +13,8 @@
 use super::error::{JournalError, Result};
 use super::partial::{sync_dir, write_all_parts};
 use super::record::{
-    check_version, decode_record, encode_entry_head, scan_segment, Entry, Record, SegmentHeader,
-    SegmentKind, Status, SEGMENT_HEADER_LEN,
+    check_version, decode_record, encode_entry_head, encode_record, scan_segment, Entry,
+    MergedWindow, Record, SegmentHeader, SegmentKind, Status, StatusUpdate, SEGMENT_HEADER_LEN,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
@@ -64,6 +64,62 @@ pub(crate) fn parse_key(k: &[u8]) -> Option<(u64, u64, u64, u64)> {
         return None;
     }
     Some((be(&k[0..])?, be(&k[8..])?, be(&k[16..])?, be(&k[24..])?))
+}
+
+/// Key of the failed-writes tree: `(ts, port, seq)`, big endian (time order).
+fn status_key(ts: u64, port: u64, seq: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[0..8].copy_from_slice(&ts.to_be_bytes());
+    k[8..16].copy_from_slice(&port.to_be_bytes());
+    k[16..24].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Key of the merged-windows tree: `(end, start)`, so that "windows ending after T" is a range.
+fn window_key(start: u64, end: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[0..8].copy_from_slice(&end.to_be_bytes());
+    k[8..16].copy_from_slice(&start.to_be_bytes());
+    k
+}
+
+fn range_value(lba: u64, blocks: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[0..8].copy_from_slice(&lba.to_be_bytes());
+    v[8..16].copy_from_slice(&blocks.to_be_bytes());
+    v
+}
+
+fn encode_window_value(seg: u64, w: &MergedWindow) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + 8 * w.ports.len() + w.valid.len());
+    v.extend_from_slice(&seg.to_be_bytes());
+    v.extend_from_slice(&(w.ports.len() as u32).to_be_bytes());
+    for p in &w.ports {
+        v.extend_from_slice(&p.to_be_bytes());
+    }
+    v.extend_from_slice(&w.valid);
+    v
+}
+
+fn decode_window_value(k: &[u8], v: &[u8]) -> Option<(MergedWindow, u64)> {
+    let end = be(k.get(0..8)?)?;
+    let start = be(k.get(8..16)?)?;
+    let seg = be(v.get(0..8)?)?;
+    let n = u32::from_be_bytes(v.get(8..12)?.try_into().ok()?) as usize;
+    let mut ports = Vec::with_capacity(n);
+    for i in 0..n {
+        ports.push(be(v.get(12 + 8 * i..)?)?);
+    }
+    let valid = v.get(12 + 8 * n..12 + 8 * n + n.div_ceil(8))?.to_vec();
+    Some((
+        MergedWindow {
+            start,
+            end,
+            ports,
+            valid,
+        },
+        seg,
+    ))
 }
 
 /// `(ts, port, seq)` of an indexed entry and where its record lives.
@@ -182,6 +238,12 @@ pub(crate) struct PrimaryJournal {
     pub db: sled::Db,
     index: sled::Tree,
     pub meta: sled::Tree,
+    /// Writes whose outcome is `Failed`: `(ts, port, seq)` -> `(lba, blocks)`. Derived from the
+    /// segments (entry records and status records), rebuilt with the index.
+    failed: sled::Tree,
+    /// Port validity of merged windows: `(end, start)` -> `(segment, ports, bit vector)`.
+    /// Derived from the segments' window records, rebuilt with the index.
+    windows: sled::Tree,
     active: Mutex<Active>,
     readers: Mutex<HashMap<u64, Arc<File>>>,
     /// Recently read records, newest last.
@@ -272,6 +334,8 @@ impl PrimaryJournal {
         };
         let index = db.open_tree("index")?;
         let meta = db.open_tree("meta")?;
+        let failed = db.open_tree("failed_writes")?;
+        let windows = db.open_tree("merged_windows")?;
         match meta.get("chunk_bytes")? {
             Some(v) if v.as_ref() != chunk_bytes.to_be_bytes() => {
                 return Err(JournalError::Config(
@@ -340,6 +404,8 @@ impl PrimaryJournal {
             db,
             index,
             meta,
+            failed,
+            windows,
             active: Mutex::new(Active {
                 id: 0,
                 file: None,
@@ -419,6 +485,7 @@ impl PrimaryJournal {
                 if s.offset < done {
                     continue;
                 }
+                self.note_record(&s.record, seg)?;
                 if let Record::Entry(e) = &s.record {
                     let c0 = self.chunk_of(e.lba);
                     if e.chunk_blocks as u64 != self.blocks_per_chunk
@@ -479,6 +546,8 @@ impl PrimaryJournal {
     /// Drop the sled index and rebuild it from the segment files.
     pub fn rebuild_index(&self) -> Result<PrimaryRecovery> {
         self.index.clear()?;
+        self.failed.clear()?;
+        self.windows.clear()?;
         self.index.insert(COUNT_KEY, &0u64.to_be_bytes())?;
         for kv in self.meta.scan_prefix(b"idx:") {
             let (k, _) = kv?;
@@ -600,6 +669,9 @@ impl PrimaryJournal {
         // Keys are (extent, ts, port, seq) of new writes: each is new to the index.
         batch.insert(COUNT_KEY, &(self.count()? + chunks).to_be_bytes()[..]);
         self.index.apply_batch(batch)?;
+        for &(e, status) in entries {
+            self.note_entry(e, status)?;
+        }
         for (seg, end) in touched {
             self.meta.insert(seg_meta_key(seg), &end.to_be_bytes())?;
         }
@@ -648,6 +720,139 @@ impl PrimaryJournal {
         }
         touched.retain(|t| t.0 != a.id);
         touched.push((a.id, a.len));
+        Ok(())
+    }
+
+    /// Keep the trees derived from records (failed writes, merged windows) up to date with a
+    /// record found in, or appended to, segment `seg`.
+    fn note_record(&self, r: &Record, seg: u64) -> Result<()> {
+        match r {
+            Record::Entry(e) => self.note_entry(e, e.status),
+            Record::Status(u) => {
+                let key = status_key(u.ts, u.port, u.seq);
+                match u.status {
+                    Status::Failed => {
+                        self.failed.insert(key, &range_value(u.lba, u.blocks)[..])?;
+                    }
+                    Status::Ok => {
+                        self.failed.remove(key)?;
+                    }
+                    // An outcome not known does not undo one that is.
+                    Status::Pending => {}
+                }
+                Ok(())
+            }
+            Record::Window(w) => {
+                self.windows
+                    .insert(window_key(w.start, w.end), encode_window_value(seg, w))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// An entry record written with `status`: only `Failed` is noted (an entry comes before
+    /// any status record of its write, so it has nothing to undo). A huge write is several
+    /// records: the range of the first one noted stays.
+    fn note_entry(&self, e: &Entry, status: Status) -> Result<()> {
+        if status == Status::Failed {
+            let key = status_key(e.ts, e.port, e.seq);
+            if !self.failed.contains_key(key)? {
+                self.failed
+                    .insert(key, &range_value(e.lba, u64::from(e.blocks))[..])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Append status and window records to the active segment, fsync them, and note them.
+    /// Callers serialize appends (the store's flush lock).
+    pub fn append_records(&self, records: &[Record]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for r in records {
+            encode_record(r, &mut buf);
+        }
+        let mut a = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        if a.broken || a.file.is_none() || a.len >= self.segment_size {
+            self.new_segment(&mut a)?;
+        }
+        let Some(file) = a.file.clone() else {
+            return Err(std::io::Error::other("no active journal segment").into());
+        };
+        if let Err(e) = write_all_parts(&file, &[&buf]).and_then(|_| file.sync_data()) {
+            let _ = file.set_len(a.len);
+            a.broken = true;
+            return Err(e.into());
+        }
+        a.len += buf.len() as u64;
+        let (seg, end) = (a.id, a.len);
+        drop(a);
+        for r in records {
+            self.note_record(r, seg)?;
+        }
+        self.meta.insert(seg_meta_key(seg), &end.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Writes recorded `Failed` with stamps in `[from, to]`, oldest first.
+    pub fn failed_writes(&self, from: u64, to: u64) -> Result<Vec<StatusUpdate>> {
+        let mut out = Vec::new();
+        let lo = status_key(from, 0, 0);
+        let hi = status_key(to, u64::MAX, u64::MAX);
+        for kv in self.failed.range(lo..=hi) {
+            let (k, v) = kv?;
+            if let (Some(ts), Some(port), Some(seq), Some(lba), Some(blocks)) = (
+                be(&k[0..]),
+                k.get(8..).and_then(be),
+                k.get(16..).and_then(be),
+                be(&v[0..]),
+                v.get(8..).and_then(be),
+            ) {
+                out.push(StatusUpdate {
+                    ts,
+                    port,
+                    seq,
+                    status: Status::Failed,
+                    lba,
+                    blocks,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forget failed writes stamped at or before `horizon` (their history is gone).
+    pub fn drop_failed_upto(&self, horizon: u64) -> Result<()> {
+        let hi = status_key(horizon, u64::MAX, u64::MAX);
+        let old: Vec<_> = self.failed.range(..=hi).keys().collect::<Result<_, _>>()?;
+        for k in old {
+            self.failed.remove(k)?;
+        }
+        Ok(())
+    }
+
+    /// Merged windows with `end > after`, and the segment each record lives in.
+    pub fn windows_after(&self, after: u64) -> Result<Vec<(MergedWindow, u64)>> {
+        let mut out = Vec::new();
+        let from = window_key(0, after.saturating_add(1));
+        for kv in self.windows.range(from..) {
+            let (k, v) = kv?;
+            if let Some(w) = decode_window_value(&k, &v) {
+                out.push(w);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forget merged windows ending at or before `horizon`.
+    pub fn drop_windows_upto(&self, horizon: u64) -> Result<()> {
+        let hi = window_key(u64::MAX, horizon);
+        let old: Vec<_> = self.windows.range(..=hi).keys().collect::<Result<_, _>>()?;
+        for k in old {
+            self.windows.remove(k)?;
+        }
         Ok(())
     }
 

@@ -8,12 +8,19 @@
 //!
 //! Format version 2: an entry record covers a run of whole chunks (one write, or a part of a
 //! very large one), with a per-chunk "unallocated" bitmap and the old data of the allocated
-//! chunks packed in chunk order. Version 1 (one record per chunk) is refused at open.
+//! chunks packed in chunk order. Version 3 adds two things a version 2 reader does not know: a
+//! status record carries the command's block range (so a `Failed` outcome recorded after its
+//! entry left the partial journal still says which blocks it concerns), and the merged-window
+//! record (port validity of a merged window). Segments of version 2 are read as they are (they
+//! hold neither); new segments are written as version 3. Version 1 (one record per chunk) is
+//! refused at open.
 
 use super::error::JournalError;
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RWNDJRNL";
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
+/// The oldest segment format version still read.
+pub const MIN_FORMAT_VERSION: u16 = 2;
 pub const SEGMENT_HEADER_LEN: usize = 28;
 pub const RECORD_HEADER_LEN: usize = 9;
 /// Upper bound of one payload; a larger length field is corruption.
@@ -21,6 +28,7 @@ pub const MAX_PAYLOAD: usize = 64 << 20;
 
 const KIND_ENTRY: u8 = 1;
 const KIND_STATUS: u8 = 2;
+const KIND_WINDOW: u8 = 3;
 const FLAG_MERGED: u8 = 2;
 /// Most old-data bytes one entry record spans; a larger write is journaled as several records
 /// (all with the same `(ts, port, seq)`), so that reading one chunk of history never has to
@@ -69,10 +77,10 @@ impl SegmentHeader {
             return Err("segment header checksum mismatch".into());
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
-        if version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(format!(
                 "unsupported segment format version {version} (this version of rewind reads \
-                 version {FORMAT_VERSION} only)"
+                 versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION})"
             ));
         }
         let kind = match b[10] {
@@ -88,14 +96,20 @@ impl SegmentHeader {
     }
 }
 
-/// The three-phase status of a journaled write (journal, update, record the outcome).
+/// The three-phase status of a journaled write (journal, update, record the outcome): what the
+/// initiator was told about the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    /// Journaled; the new data may or may not have reached the volume.
+    /// Journaled; the outcome is not known (yet, or ever: a crash before it was recorded).
     Pending,
-    /// The new data was accepted.
+    /// The command completed with GOOD: the new data was accepted (in the dirty cache, and on
+    /// the volume once its entry is durable; with FUA, on the volume and durable).
     Ok,
-    /// Updating failed; the old data still equals the volume content.
+    /// The command ended in CHECK CONDITION after its old data was journaled (a FUA
+    /// write-through that failed, or a failure of the commit a writer waited for). The entry's
+    /// old data is still the blocks' content before the command; the new data may or may not
+    /// have reached the volume (SCSI leaves a failed write's blocks indeterminate): views read
+    /// what the volume and the dirty cache really held after it.
     Failed,
 }
 
@@ -224,12 +238,69 @@ pub struct StatusUpdate {
     pub port: u64,
     pub seq: u64,
     pub status: Status,
+    /// The command's first block and block count (format version 3; 0, 0 in version 2
+    /// records).
+    pub lba: u64,
+    pub blocks: u64,
+}
+
+/// Port validity of one merged window `(start, end]` (format version 3): the ports that wrote
+/// in it or were invalid during it, sorted, and a bit vector over them (bit `k`, byte `k / 8`,
+/// bit `k % 8`: `ports[k]`'s partial journal was valid over the whole window). The entries the
+/// merge keeps for the window stand for it; this record says whether they are complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedWindow {
+    pub start: u64,
+    pub end: u64,
+    pub ports: Vec<u64>,
+    pub valid: Vec<u8>,
+}
+
+impl MergedWindow {
+    /// A window over `ports` (sorted, deduplicated here) with the `invalid` ones marked.
+    pub fn new(start: u64, end: u64, mut ports: Vec<u64>, invalid: &[u64]) -> Self {
+        ports.extend_from_slice(invalid);
+        ports.sort_unstable();
+        ports.dedup();
+        let mut valid = vec![0u8; ports.len().div_ceil(8)];
+        for (k, p) in ports.iter().enumerate() {
+            if !invalid.contains(p) {
+                valid[k / 8] |= 1 << (k % 8);
+            }
+        }
+        MergedWindow {
+            start,
+            end,
+            ports,
+            valid,
+        }
+    }
+
+    /// The ports whose bit says invalid.
+    pub fn invalid_ports(&self) -> Vec<u64> {
+        self.ports
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| {
+                self.valid
+                    .get(k / 8)
+                    .is_none_or(|b| b & (1 << (k % 8)) == 0)
+            })
+            .map(|(_, p)| *p)
+            .collect()
+    }
+
+    /// Every port was valid over the window.
+    pub fn complete(&self) -> bool {
+        self.invalid_ports().is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Entry(Entry),
     Status(StatusUpdate),
+    Window(MergedWindow),
 }
 
 fn begin(out: &mut Vec<u8>, kind: u8) -> usize {
@@ -305,6 +376,23 @@ pub fn encode_status(s: &StatusUpdate, out: &mut Vec<u8>) {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.push(s.status.to_u8());
+    for v in [s.lba, s.blocks] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    finish(out, start);
+}
+
+/// Append the framed encoding of a merged window's port validity to `out`.
+pub fn encode_window(w: &MergedWindow, out: &mut Vec<u8>) {
+    let start = begin(out, KIND_WINDOW);
+    for v in [w.start, w.end] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&(w.ports.len() as u32).to_le_bytes());
+    for p in &w.ports {
+        out.extend_from_slice(&p.to_le_bytes());
+    }
+    out.extend_from_slice(&w.valid);
     finish(out, start);
 }
 
@@ -312,6 +400,7 @@ pub fn encode_record(r: &Record, out: &mut Vec<u8>) {
     match r {
         Record::Entry(e) => encode_entry(e, out),
         Record::Status(s) => encode_status(s, out),
+        Record::Window(w) => encode_window(w, out),
     }
 }
 
@@ -436,12 +525,42 @@ pub fn decode_record(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
             }
             Record::Entry(e)
         }
-        KIND_STATUS => Record::Status(StatusUpdate {
-            ts: r.u64()?,
-            port: r.u64()?,
-            seq: r.u64()?,
-            status: Status::from_u8(r.u8()?).ok_or_else(bad_status)?,
-        }),
+        KIND_STATUS => {
+            let (ts, port, seq) = (r.u64()?, r.u64()?, r.u64()?);
+            let status = Status::from_u8(r.u8()?).ok_or_else(bad_status)?;
+            // Version 2 records end here; version 3 ones carry the command's range.
+            let (lba, blocks) = if len > r.pos {
+                (r.u64()?, r.u64()?)
+            } else {
+                (0, 0)
+            };
+            Record::Status(StatusUpdate {
+                ts,
+                port,
+                seq,
+                status,
+                lba,
+                blocks,
+            })
+        }
+        KIND_WINDOW => {
+            let (start, end) = (r.u64()?, r.u64()?);
+            let n = r.u32()? as usize;
+            if n > len / 8 {
+                return Err(DecodeError::Corrupt("bad port list length".into()));
+            }
+            let mut ports = Vec::with_capacity(n);
+            for _ in 0..n {
+                ports.push(r.u64()?);
+            }
+            let valid = r.take(n.div_ceil(8))?.to_vec();
+            Record::Window(MergedWindow {
+                start,
+                end,
+                ports,
+                valid,
+            })
+        }
         k => return Err(DecodeError::Corrupt(format!("unknown record kind {k}"))),
     };
     if r.pos != len {
@@ -515,14 +634,16 @@ pub fn segment_version(b: &[u8]) -> Option<u16> {
     Some(u16::from_le_bytes([b[8], b[9]]))
 }
 
-/// `UnsupportedFormat` if `b` is the header of a segment of another format version.
+/// `UnsupportedFormat` if `b` is the header of a segment of a format version not read.
 pub fn check_version(b: &[u8], file: &str) -> Result<(), JournalError> {
     match segment_version(b) {
-        Some(version) if version != FORMAT_VERSION => Err(JournalError::UnsupportedFormat {
-            file: file.to_string(),
-            version,
-            supported: FORMAT_VERSION,
-        }),
+        Some(version) if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) => {
+            Err(JournalError::UnsupportedFormat {
+                file: file.to_string(),
+                version,
+                supported: FORMAT_VERSION,
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -592,17 +713,40 @@ mod tests {
                 e.data = (0..n).map(|i| fill.wrapping_add(i as u8)).collect();
                 Record::Entry(e)
             });
-        let status = (any::<u64>(), any::<u64>(), any::<u64>(), arb_status()).prop_map(
-            |(ts, port, seq, status)| {
+        let status = (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            arb_status(),
+            any::<u64>(),
+            any::<u64>(),
+        )
+            .prop_map(|(ts, port, seq, status, lba, blocks)| {
                 Record::Status(StatusUpdate {
                     ts,
                     port,
                     seq,
                     status,
+                    lba,
+                    blocks,
                 })
-            },
-        );
-        prop_oneof![3 => entry, 1 => status]
+            });
+        let window = (
+            any::<u64>(),
+            any::<u64>(),
+            proptest::collection::vec(any::<u64>(), 0..20),
+            any::<u32>(),
+        )
+            .prop_map(|(start, end, ports, bits)| {
+                let invalid: Vec<u64> = ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| bits & (1 << (k % 32)) != 0)
+                    .map(|(_, p)| *p)
+                    .collect();
+                Record::Window(MergedWindow::new(start, end, ports, &invalid))
+            });
+        prop_oneof![3 => entry, 1 => status, 1 => window]
     }
 
     fn segment(records: &[Record]) -> (Vec<u8>, Vec<(usize, usize)>) {
@@ -688,6 +832,55 @@ mod tests {
         b[24..28].copy_from_slice(&crc.to_le_bytes());
         let err = SegmentHeader::decode(&b).unwrap_err();
         assert!(err.contains("format version 1"), "{err}");
+    }
+
+    /// A version 2 segment (status records without a range) is still read.
+    #[test]
+    fn version_2_segments_and_status_records_are_read() {
+        let mut b = SegmentHeader {
+            kind: SegmentKind::Partial,
+            chunk_bytes: 4096,
+            id: 1,
+        }
+        .encode()
+        .to_vec();
+        b[8..10].copy_from_slice(&2u16.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..24]);
+        b[24..28].copy_from_slice(&crc.to_le_bytes());
+        // A version 2 status record: ts, port, seq, status.
+        let start = begin(&mut b, KIND_STATUS);
+        for v in [5u64, 6, 7] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.push(2);
+        finish(&mut b, start);
+        check_version(&b, "t").unwrap();
+        let (_, scan) = scan_segment(&b, "t").unwrap();
+        assert!(scan.tail.is_none());
+        assert_eq!(
+            scan.records[0].record,
+            Record::Status(StatusUpdate {
+                ts: 5,
+                port: 6,
+                seq: 7,
+                status: Status::Failed,
+                lba: 0,
+                blocks: 0
+            })
+        );
+    }
+
+    #[test]
+    fn merged_window_bit_vector() {
+        let w = MergedWindow::new(10, 20, vec![9, 3, 700, 3], &[700]);
+        assert_eq!(w.ports, vec![3, 9, 700]);
+        assert_eq!(w.valid, vec![0b011]);
+        assert_eq!(w.invalid_ports(), vec![700]);
+        assert!(!w.complete());
+        let all: Vec<u64> = (0..20).collect();
+        let w = MergedWindow::new(0, 1, all, &[]);
+        assert_eq!(w.valid, vec![0xff, 0xff, 0x0f]);
+        assert!(w.complete());
     }
 
     proptest! {

@@ -8,7 +8,7 @@ use super::config::JournalConfig;
 use super::error::{JournalError, Result};
 use super::partial::{replay_file, PartialJournal};
 use super::primary::{PrimaryJournal, PrimaryRecovery};
-use super::record::{no_unallocated, Entry, Status, MAX_RECORD_SPAN};
+use super::record::{no_unallocated, Entry, Record, Status, StatusUpdate, MAX_RECORD_SPAN};
 use super::sizes::SizeHistory;
 use super::space::{FsProbe, SpaceProbe};
 use super::view::JournalView;
@@ -154,9 +154,14 @@ impl JournaledStore {
             .filter(|p| p.extension().is_some_and(|x| x == "seg"))
             .collect();
         files.sort();
+        // An outcome may be recorded in a later file than its entry (after a rotation), or
+        // after its entry went to the primary: statuses are matched across all files, and the
+        // ones whose entries are not here go to the primary as status records.
+        let mut replayed = Vec::with_capacity(files.len());
+        let mut outcomes: HashMap<(u64, u64), StatusUpdate> = HashMap::new();
         for f in &files {
-            let (entries, tail) = replay_file(f)?;
-            if let Some(t) = tail {
+            let r = replay_file(f)?;
+            if let Some(t) = &r.tail {
                 tracing::warn!(
                     "partial journal {} ends at a bad record at {}: {}",
                     f.display(),
@@ -164,12 +169,36 @@ impl JournaledStore {
                     t.reason
                 );
             }
+            for u in &r.statuses {
+                outcomes.insert((u.port, u.seq), *u);
+            }
+            replayed.push(r.entries);
+        }
+        let mut matched = std::collections::HashSet::new();
+        for mut entries in replayed {
+            for e in &mut entries {
+                if let Some(u) = outcomes.get(&(e.port, e.seq)) {
+                    e.status = u.status;
+                    matched.insert((e.port, e.seq));
+                }
+            }
             if let Some(m) = entries.iter().map(|e| e.ts).max() {
                 clock.observe(m);
             }
             report.replayed_entries += entries.iter().map(|e| u64::from(e.chunks())).sum::<u64>();
             primary.append(&entries)?;
         }
+        // Failures always (they carry the command's exact range), other outcomes of entries
+        // that already left the partial journals.
+        let mut late: Vec<StatusUpdate> = outcomes
+            .into_values()
+            .filter(|u| {
+                u.status == Status::Failed
+                    || (u.status == Status::Ok && !matched.contains(&(u.port, u.seq)))
+            })
+            .collect();
+        late.sort_by_key(|u| (u.ts, u.port, u.seq));
+        primary.append_records(&late.into_iter().map(Record::Status).collect::<Vec<_>>())?;
         for f in &files {
             std::fs::remove_file(f)?;
             report.partial_files += 1;
@@ -479,6 +508,40 @@ impl JournaledStore {
         self.shared.invalid_ports(from, to)
     }
 
+    /// Writes whose journal entry ends `Failed` (the initiator got CHECK CONDITION after the
+    /// old data was journaled), stamped in `[from, to]`, oldest first, each with the command's
+    /// range. Kept as long as the history around them.
+    pub fn failed_writes(&self, from: u64, to: u64) -> Result<Vec<StatusUpdate>> {
+        let s = &self.shared;
+        // The ports first: an outcome moves from a port to the primary, never back.
+        let mut out: Vec<StatusUpdate> = Vec::new();
+        for pj in s.all_ports() {
+            out.extend(
+                lock(&pj)
+                    .late()
+                    .iter()
+                    .filter(|u| u.status == Status::Failed && (from..=to).contains(&u.ts))
+                    .copied(),
+            );
+        }
+        out.extend(s.primary.failed_writes(from, to)?);
+        out.sort_by_key(|u| (u.ts, u.port, u.seq));
+        out.dedup_by_key(|u| (u.ts, u.port, u.seq));
+        Ok(out)
+    }
+
+    /// Merged windows ending after `after` whose port validity bit vector has a port invalid.
+    pub fn incomplete_windows(&self, after: u64) -> Result<Vec<super::record::MergedWindow>> {
+        Ok(self
+            .shared
+            .primary
+            .windows_after(after)?
+            .into_iter()
+            .map(|(w, _)| w)
+            .filter(|w| !w.complete())
+            .collect())
+    }
+
     /// Apply the retention policy now.
     pub fn merge(&self) -> Result<super::merge::MergeReport> {
         self.shared.merge()
@@ -514,6 +577,16 @@ impl JournaledStore {
         }
         if let Some(h) = lock(&self.flusher).take() {
             let _ = h.join();
+        }
+    }
+
+    /// Test hook: record `port` invalid from `since` (as a failed append or commit does), or
+    /// resynchronised now.
+    #[cfg(test)]
+    pub(crate) fn set_port_invalid(&self, port: u64, since: Option<u64>) {
+        match since {
+            Some(since) => self.shared.mark_invalid(port, since),
+            None => self.shared.mark_valid(port),
         }
     }
 
@@ -607,10 +680,7 @@ impl BlockStore for JournaledStore {
             .into());
         }
         let blocks = (data.len() / s.block_size) as u64;
-        let gen = s.change(origin.port, lba, blocks, Some(data))?;
-        if fua {
-            s.sync_upto(gen)?;
-        }
+        s.change(origin.port, lba, blocks, Some(data), fua)?;
         Ok(())
     }
     fn unmap(&self, origin: IoOrigin, lba: u64, blocks: u64) -> Result<(), StorageError> {
@@ -626,7 +696,7 @@ impl BlockStore for JournaledStore {
         while b < lba + blocks {
             // Cut on chunk boundaries so no chunk is journaled twice by one command.
             let end = (lba + blocks).min((b / s.bpc * s.bpc).saturating_add(piece));
-            s.change(origin.port, b, end - b, None)?;
+            s.change(origin.port, b, end - b, None, false)?;
             b = end;
         }
         Ok(())
@@ -743,13 +813,21 @@ impl Shared {
             .collect()
     }
 
-    /// The journaled write path. `data == None` is an unmap. Returns the write's generation.
+    /// The journaled write path. `data == None` is an unmap; `fua`: the data is durable on
+    /// the volume before this returns. Returns the write's generation.
+    ///
+    /// Its journal entry ends with the outcome the caller gets: `Ok`, or `Failed` when the
+    /// command fails after its old data was journaled (the FUA write-through, or a commit it
+    /// waits for as back-pressure). A command that fails before (reading the old data, or
+    /// appending to the partial journal) has no entry: nothing was journaled and nothing
+    /// changed.
     fn change(
         &self,
         port: u64,
         lba: u64,
         blocks: u64,
         data: Option<&[u8]>,
+        fua: bool,
     ) -> Result<u64, StorageError> {
         if self.inner.read_only() {
             return Err(StorageError::ReadOnly);
@@ -968,26 +1046,48 @@ impl Shared {
             }
             cache_bytes = cache_bytes.max(cache.bytes);
         }
-        // 6. Phase three: record the outcome.
-        let _ = lock(&pj).set_status(ts, seq, Status::Ok);
         let gen = self.gen.fetch_add(1, Ordering::SeqCst) + 1;
         drop(guards);
         drop(tracked);
-        let partial_bytes = lock(&pj).bytes;
+        // 6. Phase three: record the outcome the initiator gets.
+        let outcome = self.finish_change(&pj, gen, cache_bytes, fua);
+        let status = match outcome {
+            Ok(()) => Status::Ok,
+            Err(_) => Status::Failed,
+        };
+        if let Err(e) = lock(&pj).set_status(ts, seq, status, lba, blocks) {
+            tracing::warn!("cannot record the outcome of write {seq} of port {port}: {e}");
+        }
+        outcome.map(|()| gen)
+    }
+
+    /// What may still fail once a change is journaled and cached: back-pressure (the writer
+    /// waits for a flush or a commit) and, with FUA, the write-through.
+    fn finish_change(
+        &self,
+        pj: &Mutex<PartialJournal>,
+        gen: u64,
+        cache_bytes: u64,
+        fua: bool,
+    ) -> Result<(), StorageError> {
+        let partial_bytes = lock(pj).bytes;
         if cache_bytes >= self.cfg.dirty_cache_limit || partial_bytes >= self.cfg.partial_capacity {
             self.kick();
         }
         if partial_bytes >= 2 * self.cfg.partial_capacity {
             // Back-pressure: the flusher is behind; move this port's entries into the primary
             // now, so a port never holds more than about twice `partial_capacity` in memory.
-            self.flush_port(&pj).map_err(StorageError::from)?;
+            self.flush_port(pj).map_err(StorageError::from)?;
         }
         if cache_bytes >= 2 * self.cfg.dirty_cache_limit {
             // Back-pressure: wait for the group commit and the volume writes (not a volume
             // flush: that is FUA's and SYNCHRONIZE CACHE's).
             self.drain_cache()?;
         }
-        Ok(gen)
+        if fua {
+            self.sync_upto(gen)?;
+        }
+        Ok(())
     }
 
     fn kick(&self) {
@@ -1155,7 +1255,8 @@ impl Shared {
         let rotated = {
             let mut p = lock(pj);
             if p.entries.is_empty() {
-                return Ok(());
+                drop(p);
+                return self.flush_late(pj);
             }
             p.rotate()?
         };
@@ -1172,8 +1273,25 @@ impl Shared {
             p.port
         };
         std::fs::remove_file(&rotated.old_path)?;
+        // Outcomes recorded after the rotation follow their entries into the primary.
+        self.flush_late(pj)?;
         // Everything this port journaled is durable in the primary again: it is resynchronised.
         self.mark_valid(port);
+        Ok(())
+    }
+
+    /// Append the port's outcomes that wait for the primary journal (their entries are there,
+    /// or go there first: see `PartialJournal::set_status`). The caller holds the flush lock.
+    fn flush_late(&self, pj: &Mutex<PartialJournal>) -> Result<()> {
+        let late = lock(pj).take_late();
+        if late.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<Record> = late.iter().copied().map(Record::Status).collect();
+        if let Err(e) = self.primary.append_records(&records) {
+            lock(pj).restore_late(late);
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -1263,7 +1381,7 @@ impl Shared {
         for pj in self.all_ports() {
             let due = {
                 let p = lock(&pj);
-                p.bytes >= cap || p.first_append.is_some_and(|t| t.elapsed() >= age)
+                p.bytes >= cap || p.first_append.is_some_and(|t| t.elapsed() >= age) || p.has_late()
             };
             if due {
                 self.flush_port(&pj)?;
@@ -1309,7 +1427,9 @@ impl Shared {
         tracing::info!("partial journal of port {port} resynchronised at {now}");
     }
 
-    pub fn invalid_ports(&self, from: u64, to: u64) -> Result<Vec<u64>> {
+    /// The recorded invalid intervals: `(since, port, until)`, `until` = `u64::MAX` while
+    /// the port is not resynchronised.
+    pub fn validity_intervals(&self) -> Result<Vec<(u64, u64, u64)>> {
         let mut out = Vec::new();
         for kv in self.validity.iter() {
             let (k, v) = kv?;
@@ -1326,8 +1446,28 @@ impl Shared {
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes);
             if let (Some(since), Some(port), Some(until)) = (since, port, until) {
-                if since <= to && until >= from && !out.contains(&port) {
-                    out.push(port);
+                out.push((since, port, until));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ports whose partial journal was invalid at any time in `[from, to]`: from the recorded
+    /// intervals, and from the port validity bit vectors of merged windows `(start, end]`
+    /// overlapping it (which survive the loss of the intervals with the sled database).
+    pub fn invalid_ports(&self, from: u64, to: u64) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for (since, port, until) in self.validity_intervals()? {
+            if since <= to && until >= from && !out.contains(&port) {
+                out.push(port);
+            }
+        }
+        for (w, _) in self.primary.windows_after(from)? {
+            if w.start < to {
+                for port in w.invalid_ports() {
+                    if !out.contains(&port) {
+                        out.push(port);
+                    }
                 }
             }
         }

@@ -33,10 +33,16 @@ impl JournalView {
         self.ts
     }
 
-    /// Ports whose journals were invalid between this point and now: the view may be
-    /// incomplete for blocks they wrote.
+    /// Ports whose journals were invalid between this point and now (from the recorded
+    /// invalid intervals and from the port validity bit vectors of merged windows ending after
+    /// the point): the view may be incomplete for blocks they wrote.
     pub fn invalid_ports(&self) -> Result<Vec<u64>> {
         self.shared.invalid_ports(self.ts, u64::MAX)
+    }
+
+    /// The view is guaranteed complete: no port was invalid from its point on.
+    pub fn complete(&self) -> Result<bool> {
+        Ok(self.invalid_ports()?.is_empty())
     }
 
     pub(crate) fn chunk(&self, c: u64) -> Result<ChunkAt> {
