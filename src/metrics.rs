@@ -270,7 +270,8 @@ impl Metrics {
         self.set_sessions(all.len(), conns);
     }
 
-    /// One login attempt ended: `success`, `refused`, `error` or `closed`.
+    /// One login attempt ended: `success`, `refused`, `error`, `closed`, or `over_capacity`
+    /// (a connection over `max_tcp_connections`, refused before its login was read).
     pub fn login(&self, result: &str) {
         self.logins.with_label_values(&[result]).inc();
     }

@@ -462,6 +462,37 @@ pub async fn run(
     }
 }
 
+/// Refuse a connection the target has no room for: if its first PDU (within `wait`) is a
+/// Login Request, answer it with Target Error / Out of Resources (0x0302), so the initiator
+/// logs why and retries later; then close.
+pub async fn refuse_for_resources(stream: tokio::net::TcpStream, wait: std::time::Duration) {
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = PduReader::new(rd);
+    let Ok(Ok(Some(Pdu::LoginRequest(req)))) = tokio::time::timeout(wait, reader.next()).await
+    else {
+        return;
+    };
+    let status = LoginStatus::OUT_OF_RESOURCES;
+    let pdu = Pdu::LoginResponse(LoginResponse {
+        transit: false,
+        cont: false,
+        csg: req.csg,
+        nsg: 0,
+        version_max: 0,
+        version_active: 0,
+        isid: req.isid,
+        tsih: 0,
+        itt: req.itt,
+        stat_sn: req.exp_stat_sn,
+        exp_cmd_sn: req.cmd_sn,
+        max_cmd_sn: req.cmd_sn,
+        status_class: status.class(),
+        status_detail: status.detail(),
+        data: Bytes::new(),
+    });
+    let _ = send(&mut wr, &pdu).await;
+}
+
 /// What to do after one Login Request.
 enum Next {
     /// Send this response and read the next request.

@@ -27,25 +27,40 @@ pub async fn bind(ctx: &TargetContext, addrs: &[SocketAddr]) -> std::io::Result<
     Ok(listeners)
 }
 
-/// Accept connections on every listener until shutdown.
+/// How many over-the-cap connections may be waiting for their refusal at once; beyond that
+/// they are closed at once.
+const MAX_REFUSING: usize = 32;
+
+/// Accept connections on every listener until shutdown. A connection over
+/// `max_tcp_connections` is refused promptly (a login answered Out of Resources) instead of
+/// waiting unserved.
 pub async fn serve(ctx: Arc<TargetContext>, listeners: Vec<TcpListener>) {
     let limit = Arc::new(Semaphore::new(ctx.iscsi.max_tcp_connections as usize));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
         let ctx = ctx.clone();
         let limit = limit.clone();
+        let refusing = refusing.clone();
         tasks.spawn(async move {
             loop {
-                let permit = tokio::select! {
-                    _ = ctx.shutdown.cancelled() => break,
-                    p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                };
                 let accepted = tokio::select! {
                     _ = ctx.shutdown.cancelled() => break,
                     a = listener.accept() => a,
                 };
                 match accepted {
                     Ok((stream, peer)) => {
+                        let Ok(permit) = limit.clone().try_acquire_owned() else {
+                            crate::metrics::global().login("over_capacity");
+                            if let Ok(r) = refusing.clone().try_acquire_owned() {
+                                warn!(%peer, cap = ctx.iscsi.max_tcp_connections, "connection over the cap: refusing its login (out of resources)");
+                                tokio::spawn(async move {
+                                    login::refuse_for_resources(stream, std::time::Duration::from_secs(2)).await;
+                                    drop(r);
+                                });
+                            }
+                            continue;
+                        };
                         let ctx = ctx.clone();
                         let span = tracing::info_span!("conn", %peer);
                         tokio::spawn(
