@@ -34,6 +34,8 @@ pub mod store;
 pub mod view;
 
 #[cfg(test)]
+mod layout_bench;
+#[cfg(test)]
 mod tests;
 
 pub use changes::ChangeSubscription;
