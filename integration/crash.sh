@@ -9,7 +9,17 @@
 #   - every 512-byte cell reads as one write's pattern, never a torn mix, never older than the
 #     last durable write, never a write that was not issued;
 #   - every bookmark's view reads what the volume could read at the bookmark, and once seen it
-#     reads the same in every later round (a couple of old bookmarks are re-read each round).
+#     reads the same in every later round (a couple of old bookmarks are re-read each round);
+#   - points in time across the history, exported with `snapshot export --at RFC3339` and read
+#     by qemu-img: this round's before its first write, between every two qemu-io runs (exact:
+#     every write of the one, none of the next), inside every run (the writes up to the
+#     acknowledgement read by then, maybe the next few: the view must read one such prefix,
+#     and the chosen prefixes must not go back in time), and after the kill (the live volume);
+#     a round has about two per qemu-io run, and at most CRASH_POINTS (default 40; 0 = all) are
+#     read: the first, the last, the one in the run the kill cut and an evenly spaced sample of
+#     the others; CRASH_RECHECK (default 4) earlier points again, which must read as they did;
+#     the oldest retained point, which reads as the empty volume. See `points`/`history_check`
+#     in the oracle.
 # At the end, after a clean stop: `rewind verify` of the journal and `rewind verify --bookmark
 # --image` of a view dump (equal: exit 0; one byte changed: exit 1).
 # A process crash, not a power cut: the page cache survives, as it does for kill -9.
@@ -24,6 +34,8 @@ ROUNDS=${CRASH_ROUNDS:-20}
 VOL=crash
 ORACLE=$INTEG_DIR/crash_oracle.py
 HOT_MIB=4
+RECHECK=${CRASH_RECHECK:-4} # older points in time read again each round
+POINTS=${CRASH_POINTS:-40}  # at most this many of a round's points in time (0 = all of them)
 rewind_prepare
 rewind_cli volume create "$VOL" --size 64MiB >/dev/null
 work=""; integ_mktemp work
@@ -63,8 +75,25 @@ for round in $(seq 1 "$ROUNDS"); do
         rewind_cli snapshot unexport "$REWIND_IQN_PREFIX:$VOL.$b" >/dev/null
         views+=(--view "$b=$work/view-$b.img")
     done
+    # Points in time across the history: this round's (before its first write, between two
+    # qemu-io runs, inside them, after the kill; up to CRASH_POINTS of them), older rounds' again,
+    # and the oldest retained point. Each is exported as a view and read by qemu-img.
+    oldest=$(rewind_cli history "$VOL" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["oldest"])')
+    pts=$(python3 "$ORACLE" points --state "$STATE" --oldest "$oldest" --recheck "$RECHECK" --max "$POINTS") \
+        || fail "round $round: the oracle could not choose points in time"
+    points=()
+    while read -r name at; do
+        [ -n "$name" ] || continue
+        rewind_cli snapshot export "$VOL" --at "$at" --name "$name" >/dev/null </dev/null \
+            || fail "round $round: point $name ($at) cannot be exported"
+        dump "$(url_of "$VOL.$name")" "$work/point-$name.img" </dev/null
+        rewind_cli snapshot unexport "$REWIND_IQN_PREFIX:$VOL.$name" >/dev/null </dev/null
+        points+=(--point "$name=$work/point-$name.img")
+    done <<<"$pts"
     python3 "$ORACLE" check --state "$STATE" --live "$work/live.img" --url "$(url_of "$VOL")" \
-        "${views[@]+"${views[@]}"}" || fail "round $round: data after the crash does not match the oracle"
+        "${views[@]+"${views[@]}"}" "${points[@]+"${points[@]}"}" \
+        || fail "round $round: data after the crash does not match the oracle"
+    rm -f "$work"/point-*.img
     target_alive
 done
 
@@ -85,4 +114,4 @@ if [ -n "$last" ]; then
     grep -q "MISMATCH extent 1048576+1048576" "$work/mismatch.txt" || fail "verify did not name the changed extent"
     log "  ok: verify --image finds the one changed extent"
 fi
-pass "$ROUNDS crash rounds: durable writes kept, nothing torn, bookmarks stable, journal intact"
+pass "$ROUNDS crash rounds: durable writes kept, nothing torn, bookmarks and points in time as the oracle says, journal intact"

@@ -12,8 +12,18 @@ may not have reached the disk), but never as an older value, never as a write th
 issued, and never mixed (torn). A bookmark's view may read, for each cell, what the volume could
 read at the bookmark by the same rule, and once observed must read the same forever after.
 
+Points in time (`points`, then `check --point`): the daemon stamps writes in the order qemu-io
+issues them (one qemu-io at a time, one command after the other), so a view at T shows a prefix
+writes[:n] of the round's journaled writes, for each chunk the state after that prefix if a
+later journaled write to the chunk exists (its entry holds the old data), else the chunk's
+current content. The oracle brackets each write's stamp by the wall clock: after its qemu-io
+started, before its "wrote" line was read; so n is exact between two qemu-io runs and known
+within a few writes inside one. Unacknowledged writes: only the first one of the run the kill
+cut may be in the journal (both cases are tried, and one must fit every point).
+
   drive --state S --url URL --rewind BIN --data DIR --volume V --pid PID --kill-after SECS --round N
-  check --state S --live FILE [--view NAME=FILE ...] [--url URL]
+  points --state S [--oldest RFC3339] [--recheck K]
+  check --state S --live FILE [--view NAME=FILE ...] [--point NAME=FILE ...] [--url URL]
 """
 import argparse
 import hashlib
@@ -29,6 +39,10 @@ import time
 CELL = 512
 HOT = 4 << 20
 NCELLS = HOT // CELL
+# The journal keeps old data per chunk (`[journal] chunk_size`, 4 KiB by default): a view reads
+# a whole chunk from the first entry after its time, so a write makes its chunk's other cells
+# come from the journal too.
+CHUNK_CELLS = 4096 // CELL
 
 
 def load(path):
@@ -43,6 +57,15 @@ def save(path, st):
     with open(tmp, "w") as f:
         json.dump(st, f)
     os.replace(tmp, path)
+
+
+def now_us():
+    return time.time_ns() // 1000
+
+
+def rfc3339(us):
+    secs, micros = divmod(us, 1000000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + ".%06dZ" % micros
 
 
 def qemu_io(url, cmds, readonly=False):
@@ -73,14 +96,16 @@ def drive(a):
             p = current["proc"]
             if p is not None and p.poll() is None:
                 p.kill()
+            current["t_kill"] = now_us()
 
+    t_start = now_us()
     threading.Thread(target=killer, daemon=True).start()
-    writes = []  # dicts: off, len, pat, acked, durable
+    writes = []  # dicts: off, len, pat, acked, durable, lo, hi
+    batches = []  # dicts: lo (before qemu-io started), end (after it exited), first, n
     bookmarks = []  # (name, number of writes issued before it)
     pat_next = 1
     seq_next = 0
     nb = 0
-    batches = 0
     while not killed.is_set():
         cmds, batch = [], []
         n = rng.randint(2, 6)
@@ -104,6 +129,11 @@ def drive(a):
         with lock:
             if killed.is_set():
                 break
+            # Every write of the batch is stamped after this moment (qemu-io is not started yet).
+            lo = now_us()
+            for w in issued:
+                w["lo"], w["hi"] = lo, None
+            batches.append({"lo": lo, "end": None, "first": len(writes), "n": len(issued)})
             writes.extend(issued)
             proc = subprocess.Popen(qemu_io(a.url, cmds), stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True)
@@ -113,10 +143,14 @@ def drive(a):
         for line in proc.stdout:
             if line.startswith("wrote "):
                 if not failed:
+                    # The write was stamped before qemu-io printed this line: before now.
+                    if acks < len(issued):
+                        issued[acks]["hi"] = now_us()
                     acks += 1
             elif "failed" in line or "error" in line.lower():
                 failed = True
         rc = proc.wait()
+        batches[-1]["end"] = now_us()
         # The k-th "wrote" line acknowledges the k-th write; a flush completed if a write after
         # it was acknowledged (qemu-io runs its commands one after the other).
         k = 0
@@ -136,7 +170,6 @@ def drive(a):
                         if prev["acked"] and prev["seq"] < w["seq"]:
                             prev["durable"] = True
             k += 1
-        batches += 1
         if killed.is_set() or rc != 0:
             break
         if rng.random() < 0.3:
@@ -149,13 +182,14 @@ def drive(a):
     # Wait for the kill if the loop ended early (a qemu-io failure).
     while not killed.is_set():
         time.sleep(0.05)
-    st["pending"] = {"writes": writes, "bookmarks": bookmarks}
+    st["pending"] = {"writes": writes, "bookmarks": bookmarks, "batches": batches,
+                     "t_start": t_start, "t_kill": current.get("t_kill")}
     st["writes"] += len(writes)
     save(a.state, st)
     acked = sum(w["acked"] for w in writes)
     durable = sum(w["durable"] for w in writes)
     print("round %d: %d batches, %d writes issued, %d acknowledged, %d durable, %d bookmarks, "
-          "killed after %.2fs" % (a.round, batches, len(writes), acked, durable, len(bookmarks),
+          "killed after %.2fs" % (a.round, len(batches), len(writes), acked, durable, len(bookmarks),
                                   a.kill_after))
 
 
@@ -206,6 +240,155 @@ def compare(what, got, allowed, limit=8):
     return len(bad)
 
 
+def points(a):
+    """Choose the points in time to read this round, save them in the state and print them as
+    `NAME RFC3339` lines: this round's history densely, plus older points to read again."""
+    st = load(a.state)
+    pend = st["pending"]
+    # The killed daemon has been reaped and a new one started: every write it stamped at all
+    # was stamped before now.
+    pend["t_dead"] = now_us()
+    ws, bs = pend["writes"], pend["batches"]
+    r = st["rounds"] + 1
+    rng = random.Random(r)
+    chosen = []  # (label, t)
+    # Before the first batch: nothing of this round yet.
+    first_lo = bs[0]["lo"] if bs else pend["t_dead"]
+    chosen.append(("start", (pend["t_start"] + first_lo) // 2))
+    for i, b in enumerate(bs):
+        mine = ws[b["first"]:b["first"] + b["n"]]
+        his = [w["hi"] for w in mine if w["hi"] is not None]
+        # Inside the batch, at the acknowledgement of one write: the writes up to it are in,
+        # the next one may or may not be (qemu-io may have sent it before we read the line).
+        if len(his) == len(mine) and len(his) >= 2:
+            chosen.append(("in%d" % i, his[rng.randrange(len(his) - 1)]))
+        elif len(his) < len(mine):  # the batch the kill cut: the write in flight is uncertain
+            chosen.append(("in%d" % i, his[-1] if his else (b["lo"] + pend["t_dead"]) // 2))
+        # Between this batch and the next: exact, every write of it and none of the next.
+        if i + 1 < len(bs) and len(his) == len(mine) and his:
+            chosen.append(("gap%d" % i, (his[-1] + bs[i + 1]["lo"]) // 2))
+    chosen.append(("end", pend["t_dead"]))
+    # At most --max points (the run time of crash.sh grows with them): always the first and
+    # the last, the point inside the run the kill cut, and an evenly spaced sample of the rest.
+    pend["candidates"] = len(chosen)
+    if a.max and len(chosen) > a.max:
+        must = {0, len(chosen) - 1}
+        must |= {k for k, (label, _) in enumerate(chosen) if label == "in%d" % (len(bs) - 1)}
+        rest = [k for k in range(len(chosen)) if k not in must]
+        m = max(a.max - len(must), 1)
+        keep = {rest[round(i * (len(rest) - 1) / max(m - 1, 1))] for i in range(m)}
+        chosen = [chosen[k] for k in sorted(must | keep)]
+    pend["points"] = []
+    for label, t in chosen:
+        name = "r%d%s" % (r, label)
+        pend["points"].append({"name": name, "t": t})
+        print(name, rfc3339(t))
+    old = sorted(st.get("points", {}))
+    for name in rng.sample(old, min(a.recheck, len(old))):
+        print(name, rfc3339(st["points"][name]["t"]))
+    if a.oldest:
+        pend["oldest"] = "r%doldest" % r
+        print(pend["oldest"], a.oldest)
+    save(a.state, st)
+    return 0
+
+
+def history_check(base, writes, live, pts, views, t_dead):
+    """Check this round's points in time. Writes are stamped in the order they were issued
+    (one qemu-io at a time, each write after the previous one completed), so the view at T
+    shows exactly the journaled writes issued before some cut n: writes[:n] stamped at or
+    before T, writes[n:] after it. The oracle knows n only within bounds: writes acknowledged
+    (the line read) before T are in, writes whose qemu-io started after T are out.
+
+    Which writes are in the journal: every acknowledged one; the first unacknowledged write
+    of a batch (in flight at the kill) may or may not be; later ones were never sent. A view
+    reads a chunk from the first journaled entry after T (its old data: the chunk's state
+    then, i.e. after writes[:n]), or the volume's current content if there is none.
+
+    Returns (failures, summary)."""
+    acked = [w["acked"] for w in writes]
+    maybe = [i for i, w in enumerate(writes) if not w["acked"] and (i == 0 or acked[i - 1])]
+    nchunks = NCELLS // CHUNK_CELLS
+    bounds = []
+    for p in pts:
+        t = p["t"]
+        nlo = 0
+        for i, w in enumerate(writes):
+            hi = w["hi"] if w["hi"] is not None else t_dead
+            if hi <= t:
+                nlo = i + 1
+        nhi = next((i for i, w in enumerate(writes) if w["lo"] >= t), len(writes))
+        bounds.append((nlo, max(nlo, nhi)))
+    order = sorted(range(len(pts)), key=lambda k: pts[k]["t"])
+    need = sorted(set(n for lo, hi in bounds for n in range(lo, hi + 1)))
+    results = []  # per hypothesis about the in-flight writes: (inj, fits, fails, expected)
+    for mask in range(1 << len(maybe)):
+        inj = set(maybe[b] for b in range(len(maybe)) if mask >> b & 1)
+        journaled = [acked[i] or i in inj for i in range(len(writes))]
+        maxj = [-1] * nchunks
+        for i, w in enumerate(writes):
+            if journaled[i]:
+                c0 = w["off"] // CELL
+                for k in range(c0 // CHUNK_CELLS, (c0 + w["len"] // CELL - 1) // CHUNK_CELLS + 1):
+                    maxj[k] = i
+        later = [maxj[c // CHUNK_CELLS] for c in range(NCELLS)]
+        # expected[n]: what a view with writes[:n] stamped before it reads, per cell.
+        expected = {}
+        cur = list(base)
+        nxt = 0
+        for n in need:
+            while nxt < n:
+                if journaled[nxt]:
+                    w = writes[nxt]
+                    c0 = w["off"] // CELL
+                    cur[c0:c0 + w["len"] // CELL] = [w["pat"]] * (w["len"] // CELL)
+                nxt += 1
+            expected[n] = [s if m >= n else v for s, m, v in zip(cur, later, live)]
+        fits, fails, prev = {}, [], 0
+        for k in order:
+            lo, hi = bounds[k]
+            got = views[pts[k]["name"]]
+            ok = [n for n in range(max(lo, prev), hi + 1) if expected[n] == got]
+            if ok:
+                fits[k] = ok
+                prev = ok[0]
+            else:
+                fails.append(k)
+        results.append((inj, fits, fails, expected))
+    passing = [r for r in results if not r[2]]
+    inj, fits, fails, expected = passing[0] if passing else min(results, key=lambda r: len(r[2]))
+    for k in fails[:5]:
+        p, (lo, hi) = pts[k], bounds[k]
+        got = views[p["name"]]
+        # Show the differences from the nearest state the oracle allows.
+        cand = min(range(lo, hi + 1), key=lambda n: sum(x != y for x, y in zip(expected[n], got)))
+        exp = expected[cand]
+        bad = [c for c in range(NCELLS) if exp[c] != got[c]]
+        if not bad:
+            print("  point %s (%s): reads writes[:%d], older than what an earlier point read" % (
+                p["name"], rfc3339(p["t"]), cand))
+            continue
+        print("  point %s (%s): reads no state the oracle allows (writes[:n], n in %d..%d); "
+              "nearest n=%d differs in %d cell(s)" % (p["name"], rfc3339(p["t"]), lo, hi, cand, len(bad)))
+        for c in bad[:6]:
+            print("    cell %d (offset %d): reads %s, expected 0x%02x" % (
+                c, c * CELL, "a torn mix" if got[c] is None else "0x%02x" % got[c], exp[c]))
+    if len(fails) > 5:
+        print("  ... and %d more point(s) of this round that read no allowed state" % (len(fails) - 5))
+    exact = sum(1 for lo, hi in bounds if lo == hi)
+    span = max((hi - lo for lo, hi in bounds), default=0)
+    unique = sum(1 for k, v in fits.items() if len(v) == 1 and bounds[k][0] != bounds[k][1])
+    summary = ("%d point(s) of this round: %d exact, %d within a batch (n uncertain by up to %d; "
+               "the view matched one n only at %d)" % (
+                   len(pts), exact, len(pts) - exact, span, unique))
+    if maybe:
+        if len(passing) > 1:
+            summary += "; the write in flight at the kill: either way fits"
+        elif passing:
+            summary += "; the write in flight at the kill is %s the journal" % ("in" if inj else "not in")
+    return len(fails), summary
+
+
 def check(a):
     st = load(a.state)
     pend = st.pop("pending", {"writes": [], "bookmarks": []})
@@ -236,6 +419,44 @@ def check(a):
             print("  view %s changed since it was first checked" % name)
             failures += 1
         checked += 1
+    # Points in time: this round's, exactly where the oracle is certain; older ones must read
+    # as they did when first checked; the oldest retained point reads as the empty volume.
+    pviews = {}
+    for v in a.point:
+        name, path = v.split("=", 1)
+        pviews[name] = cells_of(path)
+    st.setdefault("points", {})
+    mine = [p for p in pend.get("points", []) if p["name"] in pviews]
+    for p in pend.get("points", []):
+        if p["name"] not in pviews:
+            print("  point %s (%s) was chosen but not read" % (p["name"], rfc3339(p["t"])))
+            failures += 1
+    if pend.get("oldest") and pend["oldest"] not in pviews:
+        print("  the oldest point was not read")
+        failures += 1
+    hsum = ""
+    if mine:
+        n, hsum = history_check(base, writes, live, mine, {p["name"]: pviews[p["name"]][0] for p in mine},
+                                pend["t_dead"])
+        failures += n
+        for p in mine:
+            st["points"][p["name"]] = {"t": p["t"], "sha256": pviews[p["name"]][1], "round": st["rounds"] + 1}
+    rechecked = 0
+    oldest_ok = False
+    for name, (got, digest) in pviews.items():
+        if name == pend.get("oldest"):
+            n = compare("oldest point", got, [[0]] * NCELLS, limit=4)
+            oldest_ok = n == 0
+            failures += n
+        elif name in st["points"] and all(p["name"] != name for p in mine):
+            rechecked += 1
+            if st["points"][name]["sha256"] != digest:
+                print("  point %s (%s) reads differently than when it was first checked" % (
+                    name, rfc3339(st["points"][name]["t"])))
+                failures += 1
+        elif all(p["name"] != name for p in mine):
+            print("  unknown point %s" % name)
+            failures += 1
     # Spot checks with qemu-io's own pattern verification on cells made durable this round.
     durable_cells = [c for c, ok in enumerate(allowed) if len(ok) == 1 and live[c] == ok[0] and ok[0] != 0]
     if a.url and durable_cells:
@@ -251,8 +472,14 @@ def check(a):
     st["rounds"] += 1
     save(a.state, st)
     never = [n for n, b in st["bookmarks"].items() if b["sha256"] is None]
-    print("check: %d cells, %d writes in the round, %d view(s) checked, %d bookmark(s) known, "
-          "%d failure(s)" % (NCELLS, len(writes), checked, len(st["bookmarks"]), failures))
+    print("check: %d cells, %d writes in the round, %d bookmark view(s) checked, %d bookmark(s) "
+          "known, %d failure(s)" % (NCELLS, len(writes), checked, len(st["bookmarks"]), failures))
+    if pviews:
+        if pend.get("candidates", 0) > len(mine):
+            hsum += " (a sample of %d candidate points)" % pend["candidates"]
+        print("  history: %s; %d older point(s) read again%s" % (
+            hsum or "no point of this round", rechecked,
+            ", the oldest point reads as the empty volume" if oldest_ok else ""))
     if never:
         print("  bookmarks not yet checked: %s" % " ".join(never))
     return 1 if failures else 0
@@ -276,6 +503,14 @@ def main():
     c.add_argument("--live", required=True)
     c.add_argument("--view", action="append", default=[])
     c.add_argument("--url", default=None)
+    c.add_argument("--point", action="append", default=[],
+                   help="NAME=FILE: what a client read from the view at a point given by `points`")
+    q = sub.add_parser("points", help="choose this round's points in time (NAME RFC3339 lines)")
+    q.add_argument("--state", required=True)
+    q.add_argument("--recheck", type=int, default=4, help="older points to read again")
+    q.add_argument("--max", type=int, default=0, help="at most this many points of this round "
+                   "(an evenly spaced sample; 0 = all)")
+    q.add_argument("--oldest", default=None, help="the oldest retained point (RFC 3339)")
     s = sub.add_parser("bookmarks", help="print the names of the known bookmarks")
     s.add_argument("--state", required=True)
     s.add_argument("--pending", action="store_true", help="only those not checked yet")
@@ -285,6 +520,8 @@ def main():
         return 0
     if a.cmd == "check":
         return check(a)
+    if a.cmd == "points":
+        return points(a)
     st = load(a.state)
     names = [n for n, _ in st.get("pending", {}).get("bookmarks", [])]
     if not a.pending:

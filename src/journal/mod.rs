@@ -35,6 +35,8 @@ pub mod store;
 pub mod view;
 
 #[cfg(test)]
+mod layout_bench;
+#[cfg(test)]
 mod tests;
 
 pub use changes::ChangeSubscription;
