@@ -144,6 +144,8 @@ impl Shared {
         }
         // Record the intent first: views resolve against it, so a merge cut short leaves views
         // rounding to window starts, which stay correct.
+        self.metalog
+            .append(&super::metalog::Op::Merge { now, horizon }, true)?;
         self.primary.meta.insert("merge_now", &now.to_be_bytes())?;
         self.primary
             .meta

@@ -25,6 +25,7 @@ pub mod clock;
 mod config;
 mod error;
 pub mod merge;
+mod metalog;
 mod partial;
 mod primary;
 pub mod record;

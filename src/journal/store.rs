@@ -6,6 +6,7 @@ use super::changes::{ChangeSubscription, ChangeTracker};
 use super::clock::{StampClock, SystemClock, WallClock};
 use super::config::JournalConfig;
 use super::error::{JournalError, Result};
+use super::metalog::{MetaLog, MetaState, Op};
 use super::partial::{replay_file, PartialJournal};
 use super::primary::{PrimaryJournal, PrimaryRecovery};
 use super::record::{no_unallocated, Entry, Record, Status, StatusUpdate, MAX_RECORD_SPAN};
@@ -46,6 +47,8 @@ pub struct RecoveryReport {
     /// Entries (chunks) moved from partial journal files into the primary journal.
     pub replayed_entries: u64,
     pub partial_files: u64,
+    /// Bytes of a torn or damaged tail cut off `meta.log` (bookmarks, marks, validity).
+    pub metadata_tail_cut: u64,
 }
 
 pub(crate) struct Shared {
@@ -74,6 +77,8 @@ pub(crate) struct Shared {
     bookmarks: sled::Tree,
     marks: sled::Tree,
     validity: sled::Tree,
+    /// Our own record of the three trees above and the merge state (sled may lose them).
+    pub metalog: MetaLog,
     last_mark_gen: AtomicU64,
     /// The first stamp of this journal's history.
     born: u64,
@@ -106,6 +111,70 @@ fn read_or_create_born(dir: &Path, clock: &StampClock) -> Result<u64> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Open `meta.log` and make the sled trees say what it says (it is the authority: sled may
+/// have lost them). A journal from before the log seeds it from sled.
+fn load_metadata(
+    dir: &Path,
+    primary: &PrimaryJournal,
+    bookmarks: &sled::Tree,
+    marks: &sled::Tree,
+    validity: &sled::Tree,
+) -> Result<(MetaLog, u64)> {
+    let opened = MetaLog::open(dir)?;
+    let be = |v: &[u8]| <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes);
+    let state = if opened.created {
+        let mut s = MetaState::default();
+        for kv in bookmarks.iter() {
+            let (k, v) = kv?;
+            if let Some(ts) = be(&v) {
+                s.bookmarks
+                    .insert(String::from_utf8_lossy(&k).into_owned(), ts);
+            }
+        }
+        for kv in marks.iter() {
+            if let Some(ts) = be(&kv?.0) {
+                s.marks.insert(ts);
+            }
+        }
+        for kv in validity.iter() {
+            let (k, v) = kv?;
+            if let (Some(since), Some(port), Some(until)) =
+                (k.get(0..8).and_then(be), k.get(8..16).and_then(be), be(&v))
+            {
+                s.validity.insert((since, port), until);
+            }
+        }
+        let meta =
+            |key: &str| -> Result<Option<u64>> { Ok(primary.meta.get(key)?.and_then(|v| be(&v))) };
+        if let (Some(now), Some(horizon)) = (meta("merge_now")?, meta("horizon")?) {
+            s.merge = Some((now, horizon));
+        }
+        opened.log.rewrite(&s)?;
+        s
+    } else {
+        opened.state
+    };
+    bookmarks.clear()?;
+    for (name, ts) in &state.bookmarks {
+        bookmarks.insert(name.as_bytes(), &ts.to_be_bytes())?;
+    }
+    marks.clear()?;
+    for ts in &state.marks {
+        marks.insert(ts.to_be_bytes(), &[])?;
+    }
+    validity.clear()?;
+    for (&(since, port), until) in &state.validity {
+        let mut k = since.to_be_bytes().to_vec();
+        k.extend_from_slice(&port.to_be_bytes());
+        validity.insert(k, &until.to_be_bytes())?;
+    }
+    if let Some((now, horizon)) = state.merge {
+        primary.meta.insert("merge_now", &now.to_be_bytes())?;
+        primary.meta.insert("horizon", &horizon.to_be_bytes())?;
+    }
+    Ok((opened.log, opened.cut))
 }
 
 /// The journaling wrapper around a volume.
@@ -211,6 +280,8 @@ impl JournaledStore {
         let bookmarks = primary.db.open_tree("bookmarks")?;
         let marks = primary.db.open_tree("consistency_marks")?;
         let validity = primary.db.open_tree("port_validity")?;
+        let (metalog, cut) = load_metadata(dir, &primary, &bookmarks, &marks, &validity)?;
+        report.metadata_tail_cut = cut;
         let shared = Arc::new(Shared {
             block_size: block_size as usize,
             bpc: (chunk_bytes / block_size) as u64,
@@ -233,6 +304,7 @@ impl JournaledStore {
             bookmarks,
             marks,
             validity,
+            metalog,
             last_mark_gen: AtomicU64::new(u64::MAX),
             born,
             space: Mutex::new(Arc::new(FsProbe(dir.to_path_buf()))),
@@ -414,6 +486,13 @@ impl JournaledStore {
     /// Name the current moment; returns its stamp.
     pub fn bookmark(&self, name: &str) -> Result<u64> {
         let ts = self.shared.clock.stamp();
+        self.shared.metalog.append(
+            &Op::Bookmark {
+                ts,
+                name: name.to_string(),
+            },
+            true,
+        )?;
         self.shared.bookmarks.insert(name, &ts.to_be_bytes())?;
         self.shared.primary.flush_index()?;
         Ok(ts)
@@ -434,6 +513,12 @@ impl JournaledStore {
     }
 
     pub fn delete_bookmark(&self, name: &str) -> Result<bool> {
+        self.shared.metalog.append(
+            &Op::Unbookmark {
+                name: name.to_string(),
+            },
+            true,
+        )?;
         let had = self.shared.bookmarks.remove(name)?.is_some();
         self.shared.primary.flush_index()?;
         Ok(had)
@@ -708,6 +793,7 @@ impl BlockStore for JournaledStore {
         // Consistency mark: everything acknowledged so far is durable at this stamp.
         if s.last_mark_gen.swap(gen, Ordering::SeqCst) != gen {
             let ts = s.clock.stamp();
+            s.metalog.append(&Op::Mark { ts }, false)?;
             s.marks
                 .insert(ts.to_be_bytes(), &[])
                 .map_err(JournalError::from)?;
@@ -1393,6 +1479,9 @@ impl Shared {
     // ---- port validity ----
 
     fn mark_invalid(&self, port: u64, since: u64) {
+        if let Err(e) = self.metalog.append(&Op::Invalid { port, since }, true) {
+            tracing::error!("cannot log invalid port {port}: {e}");
+        }
         let mut k = since.to_be_bytes().to_vec();
         k.extend_from_slice(&port.to_be_bytes());
         if let Err(e) = self.validity.insert(k, &u64::MAX.to_be_bytes()) {
@@ -1418,6 +1507,9 @@ impl Shared {
             return;
         }
         let now = self.clock.stamp();
+        if let Err(e) = self.metalog.append(&Op::Valid { port, at: now }, true) {
+            tracing::error!("cannot log port {port} as resynchronised: {e}");
+        }
         for k in open {
             if let Err(e) = self.validity.insert(k, &now.to_be_bytes()) {
                 tracing::error!("cannot record port {port} as resynchronised: {e}");

@@ -377,6 +377,41 @@ fn reopening_waits_for_the_index_lock_and_keeps_bookmarks() {
     assert!(!js.recovery_report().primary.rebuilt, "the index was kept");
 }
 
+/// A journal from before `meta.log` (its metadata in sled only) seeds the log from sled at
+/// open; a damaged tail of the log is cut off and reported.
+#[test]
+fn metadata_log_is_seeded_from_sled_and_survives_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = MemStore::new(32);
+    let open = || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match JournaledStore::open(dir.path(), vol.clone(), test_cfg()) {
+                Ok(js) => break js,
+                Err(JournalError::IndexLocked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let js = open();
+    js.write(port(1), 0, &[1u8; BS], false).unwrap();
+    let ts = js.bookmark("old").unwrap();
+    drop(js);
+    std::fs::remove_file(dir.path().join("meta.log")).unwrap();
+    let js = open();
+    assert_eq!(js.bookmarks().unwrap(), vec![("old".to_string(), ts)]);
+    assert!(dir.path().join("meta.log").exists(), "seeded");
+    drop(js);
+    let mut log = std::fs::read(dir.path().join("meta.log")).unwrap();
+    log.extend_from_slice(&[0xde, 0xad, 0xbe]);
+    std::fs::write(dir.path().join("meta.log"), log).unwrap();
+    let js = open();
+    assert_eq!(js.recovery_report().metadata_tail_cut, 3);
+    assert_eq!(js.bookmarks().unwrap(), vec![("old".to_string(), ts)]);
+}
+
 #[test]
 fn concurrent_ports_and_views() {
     let dir = tempfile::tempdir().unwrap();
@@ -1340,8 +1375,24 @@ fn merged_windows_carry_port_validity() {
         (2, 1),
         "{report:?}"
     );
-    // (The merge's own state, which rounds points to window starts, lives in sled too: after
-    // losing it views read the exact points again, which the kept entries still serve.)
+    // Bookmarks (one deleted), a consistency mark, the merge's rounding state and the
+    // validity intervals live in sled and in `meta.log`: they must survive losing sled.
+    js.bookmark("keep").unwrap();
+    js.bookmark("gone").unwrap();
+    assert!(js.delete_bookmark("gone").unwrap());
+    js.flush().unwrap();
+    let meta_of = |js: &JournaledStore| {
+        (
+            js.bookmarks().unwrap(),
+            js.consistency_marks(0, u64::MAX).unwrap(),
+            js.invalid_ports(0, u64::MAX).unwrap(),
+            js.view(t_a).unwrap().point(),
+            js.view(t_b).unwrap().point(),
+        )
+    };
+    let meta = meta_of(&js);
+    assert_eq!(meta.0.len(), 1);
+    assert!(!meta.1.is_empty() && !meta.2.is_empty());
     let check = |js: &JournaledStore, what: &str| {
         let a = js.view(t_a).unwrap();
         assert_eq!(a.invalid_ports().unwrap(), vec![2], "{what}: view in A");
@@ -1355,7 +1406,7 @@ fn merged_windows_carry_port_validity() {
     check(&js, "after the merge");
     drop(js);
     check(&open(), "after a restart");
-    // Lose the sled database (port-validity intervals included): rebuilt from the segments.
+    // Lose the sled database: the index is rebuilt from the segments, the rest from meta.log.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::fs::remove_dir_all(dir.path().join("index")).is_err() {
         assert!(std::time::Instant::now() < deadline);
@@ -1367,7 +1418,12 @@ fn merged_windows_carry_port_validity() {
         "indexed anew"
     );
     check(&js, "after the index was rebuilt");
-    // Merging again without the intervals keeps what the windows recorded.
+    assert_eq!(
+        meta_of(&js),
+        meta,
+        "metadata back from meta.log, views still rounded"
+    );
+    // Merging again keeps what the windows recorded.
     wall.advance(1_000);
     js.merge().unwrap();
     check(&js, "after a second merge");
