@@ -141,7 +141,9 @@ pub fn check_journal_with_progress(
                 continue;
             }
         };
-        if header.kind != want {
+        // A partial journal file adopted whole as a primary segment keeps its header.
+        let adopted = want == SegmentKind::Primary && header.kind == SegmentKind::Partial;
+        if header.kind != want && !adopted {
             out.problems.push(format!(
                 "{name}: segment header says {:?}, found in the {kind} directory",
                 header.kind

@@ -70,6 +70,11 @@ pub(crate) struct PartialJournal {
     pub entries: BTreeMap<PartialKey, Arc<Entry>>,
     /// The entries in append order (each once).
     writes: Vec<Arc<Entry>>,
+    /// Where each of `writes` lies: (file number, record offset, record length).
+    places: Vec<(u64, u64, u32)>,
+    /// A write to the current file failed: it may hold a torn record in its middle, so it is
+    /// copied into the primary journal record by record, never adopted whole.
+    tainted: bool,
     statuses: HashMap<u64, Status>,
     /// Outcomes recorded after their entries were handed to the primary journal (by a rotation):
     /// the next flush of this port writes them there as status records.
@@ -86,6 +91,17 @@ pub(crate) struct Rotated {
     /// The entries (shared with the in-memory map, not copied) and their last status.
     pub entries: Vec<(Arc<Entry>, Status)>,
     pub upto_seq: u64,
+    /// The rotated file can become a primary segment as it is: it holds every entry handed
+    /// out (at `places`, same order) and nothing torn.
+    pub adoptable: Option<Adoptable>,
+}
+
+/// A rotated partial file that holds exactly the rotated entries, whole.
+pub(crate) struct Adoptable {
+    pub file: Arc<File>,
+    pub len: u64,
+    /// Per rotated entry: record offset and length in `file`.
+    pub places: Vec<(u64, u32)>,
 }
 
 pub(crate) fn partial_path(dir: &Path, port: u64, file_no: u64) -> PathBuf {
@@ -131,6 +147,8 @@ impl PartialJournal {
             in_flight: None,
             entries: BTreeMap::new(),
             writes: Vec::new(),
+            places: Vec::new(),
+            tainted: false,
             statuses: HashMap::new(),
             late: Vec::new(),
             bytes: 0,
@@ -164,7 +182,16 @@ impl PartialJournal {
         if let Err(err) = write_all_parts(&self.file, &parts) {
             // Cut a possibly torn record off so later appends stay readable.
             let _ = self.file.set_len(self.file_len);
+            self.tainted = true;
             return Err(err);
+        }
+        let mut off = self.file_len;
+        let mut from = 0;
+        for (e, end) in entries.iter().zip(&ends) {
+            let len = end - from + e.data.len();
+            self.places.push((self.file_no, off, len as u32));
+            off += len as u64;
+            from = *end;
         }
         self.file_len += total as u64;
         self.next_seq = seq;
@@ -220,6 +247,7 @@ impl PartialJournal {
         encode_status(&update, &mut buf);
         if let Err(err) = (&*self.file).write_all(&buf) {
             let _ = self.file.set_len(self.file_len);
+            self.tainted = true;
             return Err(err);
         }
         self.file_len += buf.len() as u64;
@@ -307,9 +335,16 @@ impl PartialJournal {
         sync_dir(&self.dir)?;
         let old_path = std::mem::replace(&mut self.path, path);
         let old = std::mem::replace(&mut self.file, Arc::new(file));
+        let old_len = std::mem::replace(&mut self.file_len, header.encode().len() as u64);
+        let old_no = std::mem::replace(&mut self.file_no, file_no);
+        let tainted = std::mem::replace(&mut self.tainted, false);
+        let adoptable =
+            (!tainted && self.places.iter().all(|p| p.0 == old_no)).then(|| Adoptable {
+                file: old.clone(),
+                len: old_len,
+                places: self.places.iter().map(|p| (p.1, p.2)).collect(),
+            });
         self.in_flight = Some((old, self.appended_seq));
-        self.file_len = header.encode().len() as u64;
-        self.file_no = file_no;
         let entries = self
             .writes
             .iter()
@@ -322,6 +357,7 @@ impl PartialJournal {
             old_path,
             entries,
             upto_seq: self.appended_seq,
+            adoptable,
         })
     }
 
@@ -329,6 +365,7 @@ impl PartialJournal {
     pub fn finish_flush(&mut self, r: &Rotated) {
         // Appends made since the rotation follow the rotated entries in `writes`.
         let n = r.entries.len().min(self.writes.len());
+        self.places.drain(..n.min(self.places.len()));
         for e in self.writes.drain(..n) {
             let c0 = e.first_chunk();
             for c in c0..c0 + u64::from(e.chunks()) {

@@ -200,6 +200,9 @@ pub(crate) fn extent_of(chunk: u64) -> (u64, u64) {
 /// then reads and checksums each multi-chunk record once, not once per chunk.
 const RECORD_CACHE: usize = 8;
 
+/// Segment files kept open for reading.
+const MAX_OPEN_READERS: usize = 256;
+
 /// A piece of the buffered segment write: a range of the head buffer, or an entry's old data.
 enum Part<'a> {
     Head(usize, usize),
@@ -228,6 +231,15 @@ struct Pending<'a> {
     /// Bytes buffered (heads and data).
     len: u64,
     locs: Vec<([u8; KEY_LEN], Loc)>,
+}
+
+/// Why [`PrimaryJournal::adopt_segment`] failed, and whether the file was taken.
+#[derive(Debug)]
+pub(crate) enum Adopt {
+    /// The file is still where it was; nothing changed.
+    NotTaken(JournalError),
+    /// The file is a segment now (its entries durable there); indexing it failed.
+    Taken(JournalError),
 }
 
 pub(crate) struct PrimaryJournal {
@@ -472,11 +484,12 @@ impl PrimaryJournal {
             }
             let buf = std::fs::read(&path)?;
             let (header, scan) = scan_segment(&buf, &path.display().to_string())?;
-            if header.kind != SegmentKind::Primary || header.chunk_bytes != self.chunk_bytes {
+            // A partial journal file adopted whole keeps its header (kind `Partial`).
+            if header.chunk_bytes != self.chunk_bytes {
                 return Err(JournalError::Corrupt {
                     file: path.display().to_string(),
                     offset: 0,
-                    reason: "segment kind or chunk size does not match this journal".into(),
+                    reason: "segment chunk size does not match this journal".into(),
                 });
             }
             let mut batch = sled::Batch::default();
@@ -622,10 +635,7 @@ impl PrimaryJournal {
             return Ok(());
         }
         for (e, _) in entries {
-            if e.chunk_blocks as u64 != self.blocks_per_chunk
-                || e.chunks() == 0
-                || e.lba % self.blocks_per_chunk != 0
-            {
+            if !self.cut_to_chunks(e) {
                 return Err(JournalError::Config(
                     "entry not cut to this journal's chunks".into(),
                 ));
@@ -666,13 +676,25 @@ impl PrimaryJournal {
         }
         self.write_out(&mut a, &mut w, &mut batch, &mut touched)?;
         drop(a);
+        self.commit_index(batch, entries, chunks, max_ts, &touched)
+    }
+
+    /// Apply the index keys of freshly written `entries` and note what derives from them.
+    fn commit_index(
+        &self,
+        mut batch: sled::Batch,
+        entries: &[(&Entry, Status)],
+        chunks: u64,
+        max_ts: u64,
+        touched: &[(u64, u64)],
+    ) -> Result<()> {
         // Keys are (extent, ts, port, seq) of new writes: each is new to the index.
         batch.insert(COUNT_KEY, &(self.count()? + chunks).to_be_bytes()[..]);
         self.index.apply_batch(batch)?;
         for &(e, status) in entries {
             self.note_entry(e, status)?;
         }
-        for (seg, end) in touched {
+        for &(seg, end) in touched {
             self.meta.insert(seg_meta_key(seg), &end.to_be_bytes())?;
         }
         let stored = self.meta.get("max_ts")?.and_then(|v| be(&v)).unwrap_or(0);
@@ -680,6 +702,90 @@ impl PrimaryJournal {
             self.meta.insert("max_ts", &max_ts.to_be_bytes())?;
         }
         Ok(())
+    }
+
+    /// Take a rotated partial journal file whole as the next segment: fsync it, move it into
+    /// the segment directory and index its entries where they lie (each at its `(offset,
+    /// length)` in `places`), instead of writing their old data a second time. The segment
+    /// becomes the active one: later status and window records are appended to it.
+    ///
+    /// An error before the file moved ([`Adopt::NotTaken`]) leaves it where it was: the
+    /// caller copies the entries instead. After the move ([`Adopt::Taken`]) the entries are
+    /// durable in the segment, and a reopen indexes whatever the index missed.
+    pub fn adopt_segment(
+        &self,
+        file: &File,
+        path: &Path,
+        len: u64,
+        entries: &[(&Entry, Status)],
+        places: &[(u64, u32)],
+    ) -> std::result::Result<(), Adopt> {
+        let not_taken = |e: JournalError| Adopt::NotTaken(e);
+        if places.len() != entries.len() || entries.is_empty() {
+            return Err(not_taken(JournalError::Config(
+                "entries and their places differ".into(),
+            )));
+        }
+        for ((e, _), &(off, rlen)) in entries.iter().zip(places) {
+            if !self.cut_to_chunks(e) || off + u64::from(rlen) > len {
+                return Err(not_taken(JournalError::Config(
+                    "entry not cut to this journal's chunks".into(),
+                )));
+            }
+        }
+        file.sync_data().map_err(|e| not_taken(e.into()))?;
+        let mut a = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        let id = a.id + 1;
+        let dst = seg_path(&self.dir, id);
+        if dst.exists() {
+            return Err(not_taken(JournalError::Config(format!(
+                "journal segment {} exists already",
+                dst.display()
+            ))));
+        }
+        std::fs::rename(path, &dst).map_err(|e| not_taken(e.into()))?;
+        // From here on the file is a segment: the next one gets a higher number whatever
+        // happens below.
+        *a = Active {
+            id,
+            file: None,
+            len,
+            broken: true,
+        };
+        let taken = |e: JournalError| Adopt::Taken(e);
+        sync_dir(&self.dir).map_err(|e| taken(e.into()))?;
+        if let Some(from) = path.parent() {
+            sync_dir(from).map_err(|e| taken(e.into()))?;
+        }
+        if let Ok(f) = OpenOptions::new().append(true).open(&dst) {
+            a.file = Some(Arc::new(f));
+            a.broken = false;
+        }
+        drop(a);
+        let mut batch = sled::Batch::default();
+        let mut chunks = 0u64;
+        let mut max_ts = 0;
+        for (&(e, _), &(off, rlen)) in entries.iter().zip(places) {
+            for (key, run) in self.keys_of(e) {
+                let loc = Loc {
+                    seg: id,
+                    off,
+                    len: rlen,
+                    ..run
+                };
+                batch.insert(&key[..], &loc.encode()[..]);
+            }
+            chunks += u64::from(e.chunks());
+            max_ts = max_ts.max(e.ts);
+        }
+        self.commit_index(batch, entries, chunks, max_ts, &[(id, len)])
+            .map_err(taken)
+    }
+
+    fn cut_to_chunks(&self, e: &Entry) -> bool {
+        e.chunk_blocks as u64 == self.blocks_per_chunk
+            && e.chunks() > 0
+            && e.lba % self.blocks_per_chunk == 0
     }
 
     /// Write the buffered records to the active segment and fsync it.
@@ -946,6 +1052,10 @@ impl PrimaryJournal {
             return Ok(f.clone());
         }
         let f = Arc::new(File::open(seg_path(&self.dir, seg))?);
+        // Adopted partial files make segments small and many: bound the open files.
+        if r.len() >= MAX_OPEN_READERS {
+            r.clear();
+        }
         r.insert(seg, f.clone());
         Ok(f)
     }

@@ -8,7 +8,7 @@ use super::config::JournalConfig;
 use super::error::{JournalError, Result};
 use super::metalog::{MetaLog, MetaState, Op};
 use super::partial::{replay_file, PartialJournal};
-use super::primary::{PrimaryJournal, PrimaryRecovery};
+use super::primary::{Adopt, PrimaryJournal, PrimaryRecovery};
 use super::record::{no_unallocated, Entry, Record, Status, StatusUpdate, MAX_RECORD_SPAN};
 use super::sizes::SizeHistory;
 use super::space::{FsProbe, SpaceProbe};
@@ -1349,16 +1349,49 @@ impl Shared {
         // Durable and indexed in the primary before it leaves the partial journal, so views
         // always find it in one or the other.
         let refs: Vec<(&Entry, Status)> = rotated.entries.iter().map(|(e, s)| (&**e, *s)).collect();
-        if let Err(e) = self.primary.append_refs(&refs) {
-            lock(pj).flush_failed(&rotated);
-            return Err(e);
+        // A full file becomes a primary segment as it is (its old data is not written again);
+        // a small one (a port writing little) is copied, so segments do not become many and tiny.
+        let adopt = rotated
+            .adoptable
+            .as_ref()
+            .filter(|a| a.len >= self.cfg.partial_capacity / 2);
+        let adopted = match adopt {
+            None => false,
+            Some(a) => match self.primary.adopt_segment(
+                &a.file,
+                &rotated.old_path,
+                a.len,
+                &refs,
+                &a.places,
+            ) {
+                Ok(()) => true,
+                Err(Adopt::NotTaken(e)) => {
+                    tracing::warn!("partial journal not adopted as a segment, copying it: {e}");
+                    false
+                }
+                Err(Adopt::Taken(e)) => {
+                    // The entries are durable in their new segment, but the index may miss
+                    // them: they stay in the partial journal (views find them there) and are
+                    // copied into the primary by the next flush.
+                    lock(pj).flush_failed(&rotated);
+                    return Err(e);
+                }
+            },
+        };
+        if !adopted {
+            if let Err(e) = self.primary.append_refs(&refs) {
+                lock(pj).flush_failed(&rotated);
+                return Err(e);
+            }
         }
         let port = {
             let mut p = lock(pj);
             p.finish_flush(&rotated);
             p.port
         };
-        std::fs::remove_file(&rotated.old_path)?;
+        if !adopted {
+            std::fs::remove_file(&rotated.old_path)?;
+        }
         // Outcomes recorded after the rotation follow their entries into the primary.
         self.flush_late(pj)?;
         // Everything this port journaled is durable in the primary again: it is resynchronised.
