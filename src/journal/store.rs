@@ -1498,12 +1498,20 @@ impl Shared {
         let cap = self.cfg.partial_capacity;
         let age = self.cfg.partial_flush_interval.0;
         for pj in self.all_ports() {
-            let due = {
+            let (due, late) = {
                 let p = lock(&pj);
-                p.bytes >= cap || p.first_append.is_some_and(|t| t.elapsed() >= age) || p.has_late()
+                (
+                    p.bytes >= cap || p.first_append.is_some_and(|t| t.elapsed() >= age),
+                    p.has_late(),
+                )
             };
             if due {
                 self.flush_port(&pj)?;
+            } else if late {
+                // Outcomes of entries already in the primary follow them there; the entries
+                // held now wait until their file is full (so it is adopted, not copied).
+                let _f = lock(&self.flush_lock);
+                self.flush_late(&pj)?;
             }
         }
         Ok(())
