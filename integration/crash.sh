@@ -22,6 +22,8 @@
 #     in the oracle.
 # At the end, after a clean stop: `rewind verify` of the journal and `rewind verify --bookmark
 # --image` of a view dump (equal: exit 0; one byte changed: exit 1).
+# Partial journals are 256 KiB (CRASH_PARTIAL_CAPACITY) so they rotate often: kills hit them
+# while written, copied into the primary or adopted whole as primary segments.
 # A process crash, not a power cut: the page cache survives, as it does for kill -9.
 set -euo pipefail
 # shellcheck source=integration/lib.sh
@@ -40,6 +42,10 @@ rewind_prepare
 rewind_cli volume create "$VOL" --size 64MiB >/dev/null
 work=""; integ_mktemp work
 STATE=$work/oracle.json
+# Small partial journals (default 8 MiB) so that kills land in every stage of their life: being
+# written, rotated, copied into the primary (small ones), or adopted whole as a primary segment.
+printf '[journal]\npartial_capacity = %s\n' "${CRASH_PARTIAL_CAPACITY:-262144}" >"$work/rewind.toml"
+REWIND_SERVE_ARGS="--config $work/rewind.toml"
 
 url_of() { echo "iscsi://127.0.0.1:$TARGET_PORT/$REWIND_IQN_PREFIX:$1/0"; }
 dump() { # URL FILE: the first HOT_MIB MiB
