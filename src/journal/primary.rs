@@ -13,8 +13,9 @@
 use super::error::{JournalError, Result};
 use super::partial::{sync_dir, write_all_parts};
 use super::record::{
-    check_version, decode_record, encode_entry_head, encode_record, scan_segment, Entry,
-    MergedWindow, Record, SegmentHeader, SegmentKind, Status, StatusUpdate, SEGMENT_HEADER_LEN,
+    check_version, decode_record, encode_entry_head, encode_record, scan_segment, segment_version,
+    Entry, MergedWindow, Record, SegmentHeader, SegmentKind, Status, StatusUpdate, FORMAT_VERSION,
+    SEGMENT_HEADER_LEN,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
@@ -443,11 +444,15 @@ impl PrimaryJournal {
                 .insert("index_format", &INDEX_FORMAT.to_be_bytes())?;
             pj.db.flush()?;
         }
-        // Continue in the last segment if it has room.
+        // Continue in the last segment if it has room and is of the current format (records
+        // of this format never go into a segment whose header promises an older one).
         if let Some(&last) = segs.iter().next_back() {
             let path = seg_path(&pj.dir, last);
             let len = std::fs::metadata(&path)?.len();
-            if len < segment_size {
+            let mut head = [0u8; SEGMENT_HEADER_LEN];
+            let current = File::open(&path)?.read_exact(&mut head).is_ok()
+                && segment_version(&head) == Some(FORMAT_VERSION);
+            if len < segment_size && current {
                 let file = OpenOptions::new().append(true).open(&path)?;
                 *pj.active.lock().unwrap_or_else(|p| p.into_inner()) = Active {
                     id: last,
