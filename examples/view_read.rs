@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example view_read -- [--volume 64MiB] [--write 128KiB] [--chunk 4KiB]
-//!     [--block 512] [--passes 3] [--dir DIR]
+//!     [--block 512] [--passes 3] [--dir DIR] [--only seq_4k|seq_128k|rand_4k]
 //! ```
 //!
 //! The volume is written once (the view's point is taken after that), then once more with
@@ -27,6 +27,7 @@ struct Args {
     chunk: u32,
     block: u32,
     passes: u32,
+    only: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -37,6 +38,7 @@ fn parse_args() -> Args {
         chunk: 4096,
         block: 512,
         passes: 3,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     let num = |v: Option<String>, what: &str| -> u64 {
@@ -51,11 +53,12 @@ fn parse_args() -> Args {
             "--chunk" => a.chunk = num(it.next(), "--chunk") as u32,
             "--block" => a.block = num(it.next(), "--block") as u32,
             "--passes" => a.passes = num(it.next(), "--passes") as u32,
+            "--only" => a.only = Some(it.next().expect("--only needs a pattern name")),
             "--bench" => {} // passed by `cargo bench`-style runners
             "-h" | "--help" => {
                 println!(
                     "view_read [--dir DIR] [--volume BYTES] [--write BYTES] [--chunk BYTES] \
-                     [--block 512|4096] [--passes N]"
+                     [--block 512|4096] [--passes N] [--only seq_4k|seq_128k|rand_4k]"
                 );
                 std::process::exit(0);
             }
@@ -159,6 +162,9 @@ fn main() {
         ("seq_128k", 128 << 10, false),
         ("rand_4k", 4096, true),
     ] {
+        if a.only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         let live = run(&j, size, random);
         let hist = run(&*view, size, random);
         println!("RESULT {name}_live_mb_per_s {live:.1} MB/s");

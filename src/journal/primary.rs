@@ -13,11 +13,11 @@
 use super::error::{JournalError, Result};
 use super::partial::{sync_dir, write_all_parts};
 use super::record::{
-    check_version, decode_record, encode_entry_head, encode_record, scan_segment, segment_version,
-    Entry, MergedWindow, Record, SegmentHeader, SegmentKind, Status, StatusUpdate, FORMAT_VERSION,
-    SEGMENT_HEADER_LEN,
+    check_version, decode_entry_head, decode_record, encode_entry_head, encode_record,
+    scan_segment, segment_version, DecodeError, Entry, EntryHead, MergedWindow, Record,
+    SegmentHeader, SegmentKind, Status, StatusUpdate, FORMAT_VERSION, SEGMENT_HEADER_LEN,
 };
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::io::Write;
@@ -192,6 +192,146 @@ impl Loc {
     }
 }
 
+/// Reading chunks of one version 4 record (`PrimaryJournal::read_chunks`).
+struct Run<'a> {
+    dir: &'a Path,
+    f: &'a File,
+    head: &'a EntryHead,
+    /// Bytes of the record's start already read (with its head), maybe empty.
+    start: &'a [u8],
+    loc: Loc,
+    block_size: usize,
+}
+
+impl Run<'_> {
+    fn corrupt(&self, reason: String) -> JournalError {
+        JournalError::Corrupt {
+            file: seg_path(self.dir, self.loc.seg).display().to_string(),
+            offset: self.loc.off,
+            reason,
+        }
+    }
+
+    /// `dst.len()` bytes of old data from byte `d` of it: from the bytes already read if they
+    /// hold them, else one `pread`.
+    fn fetch(&self, d: usize, dst: &mut [u8]) -> Result<()> {
+        let at = self.head.data_off + d;
+        if let Some(src) = self.start.get(at..at + dst.len()) {
+            dst.copy_from_slice(src);
+            return Ok(());
+        }
+        let off = self.loc.off + at as u64;
+        match self.f.read_exact_at(dst, off) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(self.corrupt(format!(
+                "segment ends inside the record ({} bytes wanted at offset {off})",
+                dst.len()
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn check(&self, k: u32, data: &[u8]) -> Result<()> {
+        if self.head.check_chunk(k, data) {
+            Ok(())
+        } else {
+            Err(self.corrupt(format!("checksum mismatch in the old data of chunk {k}")))
+        }
+    }
+
+    /// Read allocated chunks `k0..k1`, whose data starts at byte `data` of the old data and at
+    /// `s0` in the stream of `read_chunks`, into the part of `out` they cover: whole chunks
+    /// straight into `out`, a chunk cut by `skip` or by the end of `out` through a buffer of
+    /// its own (a chunk is verified whole).
+    fn read(
+        &self,
+        (k0, k1): (u32, u32),
+        data: usize,
+        s0: usize,
+        skip: usize,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let e = &self.head.entry;
+        let bs = self.block_size;
+        let want_end = skip + out.len();
+        // [cut first chunk] [whole chunks] [cut last chunk]
+        let (mut k, mut s, mut d) = (k0, s0, data);
+        while k < k1 {
+            let size = e.blocks_of(k) as usize * bs;
+            if s < skip || s + size > want_end {
+                let mut tmp = vec![0u8; size];
+                self.fetch(d, &mut tmp)?;
+                self.check(k, &tmp)?;
+                let (a, b) = (s.max(skip), (s + size).min(want_end));
+                if a < b {
+                    out[a - skip..b - skip].copy_from_slice(&tmp[a - s..b - s]);
+                }
+                s += size;
+                d += size;
+                k += 1;
+                continue;
+            }
+            let (kw, sw, dw) = (k, s, d);
+            while k < k1 {
+                let size = e.blocks_of(k) as usize * bs;
+                if s + size > want_end {
+                    break;
+                }
+                s += size;
+                d += size;
+                k += 1;
+            }
+            let dst = &mut out[sw - skip..s - skip];
+            self.fetch(dw, dst)?;
+            let mut at = 0;
+            for c in kw..k {
+                let size = e.blocks_of(c) as usize * bs;
+                self.check(c, &dst[at..at + size])?;
+                at += size;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `read_chunks` of a decoded entry (an older-format record, read whole): chunks
+/// `idx..idx + n` of `e`, from byte `skip` of the first, into `out`.
+pub(crate) fn copy_chunks(
+    e: &Entry,
+    idx: u32,
+    n: u32,
+    skip: usize,
+    out: &mut [u8],
+    block_size: usize,
+) -> std::result::Result<(), String> {
+    let last = idx
+        .checked_add(n)
+        .filter(|l| *l <= e.chunks())
+        .ok_or("index points past the chunks of its record")?;
+    let want_end = skip + out.len();
+    let (mut k, mut s) = (idx, 0usize);
+    while k < last && s < want_end {
+        let size = e.blocks_of(k) as usize * block_size;
+        let (a, b) = (s.max(skip), (s + size).min(want_end));
+        if a < b {
+            let dst = &mut out[a - skip..b - skip];
+            match e.chunk_data(k, block_size)? {
+                None => dst.fill(0),
+                Some(d) => dst.copy_from_slice(
+                    d.get(a - s..b - s)
+                        .ok_or("chunk shorter than the volume's")?,
+                ),
+            }
+        }
+        s += size;
+        k += 1;
+    }
+    if s < want_end {
+        return Err("chunk shorter than the volume's".into());
+    }
+    Ok(())
+}
+
 /// The extent of a chunk and the chunk's place in it.
 pub(crate) fn extent_of(chunk: u64) -> (u64, u64) {
     (chunk / EXTENT_CHUNKS, chunk % EXTENT_CHUNKS)
@@ -203,6 +343,47 @@ const RECORD_CACHE: usize = 8;
 
 /// Segment files kept open for reading.
 const MAX_OPEN_READERS: usize = 256;
+
+/// How many record heads (format version 4) `read_chunks` keeps: a view read chunk by chunk
+/// then reads each record's head once, and each later read of its chunks is one `pread`.
+/// A head is a few hundred bytes.
+const HEAD_CACHE: usize = 1024;
+
+/// Bytes read at a record's start to get its head when it is not cached: the head of a record
+/// of up to about 80 chunks without invalid ports fits; a larger head is read again whole.
+const HEAD_PROBE: usize = 512;
+
+/// A record up to this long whose head is not cached is read whole in one `pread` (the chunks
+/// asked for are copied out of it) rather than its head and then its chunks: a record of a
+/// small write.
+const SMALL_RECORD: usize = 16 << 10;
+
+/// Recently read record heads by `(segment, offset)`, oldest first in `order`.
+#[derive(Default)]
+struct HeadCache {
+    map: HashMap<(u64, u64), Arc<EntryHead>>,
+    order: VecDeque<(u64, u64)>,
+}
+
+impl HeadCache {
+    fn get(&self, at: (u64, u64)) -> Option<Arc<EntryHead>> {
+        self.map.get(&at).cloned()
+    }
+    fn insert(&mut self, at: (u64, u64), h: Arc<EntryHead>) {
+        if self.map.insert(at, h).is_none() {
+            self.order.push_back(at);
+            while self.order.len() > HEAD_CACHE {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+    fn drop_segment(&mut self, seg: u64) {
+        self.map.retain(|k, _| k.0 != seg);
+        self.order.retain(|k| k.0 != seg);
+    }
+}
 
 /// A piece of the buffered segment write: a range of the head buffer, or an entry's old data.
 enum Part<'a> {
@@ -258,9 +439,12 @@ pub(crate) struct PrimaryJournal {
     /// Derived from the segments' window records, rebuilt with the index.
     windows: sled::Tree,
     active: Mutex<Active>,
-    readers: Mutex<HashMap<u64, Arc<File>>>,
+    /// Open segment files and their format versions.
+    readers: Mutex<HashMap<u64, (Arc<File>, u16)>>,
     /// Recently read records, newest last.
     recent: Mutex<Vec<(Loc, Arc<Entry>)>>,
+    /// Recently read record heads (format version 4).
+    heads: Mutex<HeadCache>,
 }
 
 /// What `open` found.
@@ -427,6 +611,7 @@ impl PrimaryJournal {
             }),
             readers: Mutex::new(HashMap::new()),
             recent: Mutex::new(Vec::new()),
+            heads: Mutex::new(HeadCache::default()),
         };
         if !rebuild && !pj.index.contains_key(COUNT_KEY)? && !pj.index.is_empty() {
             // An index from before the running count: count it once.
@@ -762,7 +947,16 @@ impl PrimaryJournal {
         if let Some(from) = path.parent() {
             sync_dir(from).map_err(|e| taken(e.into()))?;
         }
-        if let Ok(f) = OpenOptions::new().append(true).open(&dst) {
+        // Appended to only if of the current format (a file written by an older rewind and
+        // adopted at open is not: the next append starts a new segment).
+        let current = File::open(&dst)
+            .and_then(|f| {
+                let mut head = [0u8; SEGMENT_HEADER_LEN];
+                f.read_exact_at(&mut head, 0)
+                    .map(|_| segment_version(&head) == Some(FORMAT_VERSION))
+            })
+            .unwrap_or(false);
+        if let (true, Ok(f)) = (current, OpenOptions::new().append(true).open(&dst)) {
             a.file = Some(Arc::new(f));
             a.broken = false;
         }
@@ -1051,18 +1245,24 @@ impl PrimaryJournal {
         }
     }
 
-    fn reader(&self, seg: u64) -> Result<Arc<File>> {
+    /// An open segment file and the format version its header says (0 if it has none).
+    fn reader(&self, seg: u64) -> Result<(Arc<File>, u16)> {
         let mut r = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = r.get(&seg) {
-            return Ok(f.clone());
+        if let Some((f, v)) = r.get(&seg) {
+            return Ok((f.clone(), *v));
         }
         let f = Arc::new(File::open(seg_path(&self.dir, seg))?);
+        let mut head = [0u8; SEGMENT_HEADER_LEN];
+        let version = match f.read_exact_at(&mut head, 0) {
+            Ok(()) => segment_version(&head).unwrap_or(0),
+            Err(_) => 0,
+        };
         // Adopted partial files make segments small and many: bound the open files.
         if r.len() >= MAX_OPEN_READERS {
             r.clear();
         }
-        r.insert(seg, f.clone());
-        Ok(f)
+        r.insert(seg, (f.clone(), version));
+        Ok((f, version))
     }
 
     /// Read and verify the record at `loc` (any chunk of it). Recently read records are kept.
@@ -1073,9 +1273,9 @@ impl PrimaryJournal {
                 return Ok(e.clone());
             }
         }
-        let f = self.reader(loc.seg)?;
+        let (f, _) = self.reader(loc.seg)?;
         let mut buf = vec![0u8; loc.len as usize];
-        f.read_exact_at(&mut buf, loc.off)?;
+        self.read_record_bytes(&f, loc, &mut buf, loc.off)?;
         match decode_record(&buf) {
             Ok((Record::Entry(e), _)) if loc.idx < e.chunks() => {
                 let e = Arc::new(e);
@@ -1102,6 +1302,156 @@ impl PrimaryJournal {
                 reason: format!("{e:?}"),
             }),
         }
+    }
+
+    fn corrupt(&self, loc: Loc, reason: impl Into<String>) -> JournalError {
+        JournalError::Corrupt {
+            file: seg_path(&self.dir, loc.seg).display().to_string(),
+            offset: loc.off,
+            reason: reason.into(),
+        }
+    }
+
+    /// `pread` `buf` from `at` of the segment of `loc`: a segment that ends before is corrupt
+    /// (the index points past it), not an I/O error.
+    fn read_record_bytes(&self, f: &File, loc: Loc, buf: &mut [u8], at: u64) -> Result<()> {
+        match f.read_exact_at(buf, at) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(self.corrupt(
+                loc,
+                format!(
+                    "segment ends inside the record ({} bytes wanted at offset {at})",
+                    buf.len()
+                ),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The verified head of the record at `loc` if it is of format version 4 (`None`: an entry
+    /// record of an older format, to be read whole), and, unless the head was cached, the bytes
+    /// read from the record's start to get it (a small record is read whole). Heads are cached.
+    #[allow(clippy::type_complexity)]
+    fn record_head(&self, f: &File, loc: Loc) -> Result<Option<(Arc<EntryHead>, Vec<u8>)>> {
+        if let Some(h) = self
+            .heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(loc.record())
+        {
+            return Ok(Some((h, Vec::new())));
+        }
+        let len = loc.len as usize;
+        let probe = if len <= SMALL_RECORD { len } else { HEAD_PROBE };
+        let mut buf = vec![0u8; len.min(probe)];
+        self.read_record_bytes(f, loc, &mut buf, loc.off)?;
+        let mut parsed = decode_entry_head(&buf);
+        if parsed == Err(DecodeError::Torn) && buf.len() < len {
+            // A large head: read the whole record once.
+            buf = vec![0u8; len];
+            self.read_record_bytes(f, loc, &mut buf, loc.off)?;
+            parsed = decode_entry_head(&buf);
+        }
+        let head = match parsed {
+            Ok(Some(h)) => h,
+            Ok(None) => return Ok(None),
+            Err(DecodeError::Torn) => {
+                return Err(self.corrupt(loc, "record longer than the index says"))
+            }
+            Err(DecodeError::Corrupt(r)) => return Err(self.corrupt(loc, r)),
+        };
+        if head.data_off + head.data_len != len {
+            return Err(self.corrupt(loc, "record length differs from the index's"));
+        }
+        let head = Arc::new(head);
+        self.heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(loc.record(), head.clone());
+        Ok(Some((head, buf)))
+    }
+
+    /// Read chunks `loc.idx .. loc.idx + n` of the record at `loc` (blocks of `block_size`
+    /// bytes) into `out`: their bytes back to back, from byte `skip` of the first, `out.len()`
+    /// bytes; an unallocated chunk reads as zeros. For a record of format version 4 only the
+    /// chunks asked for are read (one `pread` per run of allocated chunks, straight into `out`
+    /// where whole chunks are asked for) and each is verified against its checksum; a record
+    /// of an older format is read whole (`read_entry`). Bad checksums, a record that does not
+    /// hold the chunks asked for, or `out` reaching past them are `Corrupt`.
+    pub fn read_chunks(
+        &self,
+        loc: Loc,
+        n: u32,
+        skip: usize,
+        out: &mut [u8],
+        block_size: usize,
+    ) -> Result<()> {
+        let (f, version) = self.reader(loc.seg)?;
+        // Segments of older formats hold only entry records read whole (kind 1).
+        let head = if version >= 4 {
+            self.record_head(&f, loc)?
+        } else {
+            None
+        };
+        let Some((head, start)) = head else {
+            let e = self.read_entry(loc)?;
+            return copy_chunks(&e, loc.idx, n, skip, out, block_size)
+                .map_err(|r| self.corrupt(loc, r));
+        };
+        let e = &head.entry;
+        let last = loc.idx.checked_add(n).filter(|l| *l <= e.chunks());
+        let Some(last) = last else {
+            return Err(self.corrupt(loc, "index points past the chunks of its record"));
+        };
+        let want_end = skip + out.len();
+        // `s`: offset of chunk `k`'s first byte in the stream of the chunks asked for.
+        let (mut k, mut s) = (loc.idx, 0usize);
+        while k < last && s < want_end {
+            let size = e.blocks_of(k) as usize * block_size;
+            let Some(first) = head
+                .chunk_range(k, block_size)
+                .map_err(|r| self.corrupt(loc, r))?
+            else {
+                let (a, b) = (s.max(skip), (s + size).min(want_end));
+                if a < b {
+                    out[a - skip..b - skip].fill(0);
+                }
+                s += size;
+                k += 1;
+                continue;
+            };
+            // A run of allocated chunks: their data is contiguous in the record.
+            let (k0, s0) = (k, s);
+            let mut data_end = first.end;
+            s += size;
+            k += 1;
+            while k < last && s < want_end {
+                match head
+                    .chunk_range(k, block_size)
+                    .map_err(|r| self.corrupt(loc, r))?
+                {
+                    Some(r) if r.start == data_end => {
+                        data_end = r.end;
+                        s += r.len();
+                        k += 1;
+                    }
+                    _ => break,
+                }
+            }
+            let run = Run {
+                dir: &self.dir,
+                f: &f,
+                head: &head,
+                start: &start,
+                loc,
+                block_size,
+            };
+            run.read((k0, k), first.start, s0, skip, out)?;
+        }
+        if s < want_end {
+            return Err(self.corrupt(loc, "chunk shorter than the volume's"));
+        }
+        Ok(())
     }
 
     /// Iterate the whole index in key order.
@@ -1187,6 +1537,10 @@ impl PrimaryJournal {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(l, _)| l.seg != seg);
+        self.heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drop_segment(seg);
         std::fs::remove_file(seg_path(&self.dir, seg))?;
         self.meta.remove(seg_meta_key(seg))?;
         sync_dir(&self.dir)?;
@@ -1516,6 +1870,210 @@ mod tests {
         let r = p.rebuild_index().unwrap();
         assert_eq!(r.records_indexed, 5);
         assert!(r.torn_tails.is_empty());
+    }
+
+    /// `read_chunks` of chunks `idx..idx + n` from byte `skip`, `len` bytes.
+    fn read(p: &PrimaryJournal, chunk: u64, n: u32, skip: usize, len: usize) -> Result<Vec<u8>> {
+        let ((_, _, _), loc) = p.first_after(chunk, 0).unwrap().unwrap();
+        let mut out = vec![0xeeu8; len];
+        p.read_chunks(loc, n, skip, &mut out, 512).map(|_| out)
+    }
+
+    /// What `multi(_, _, chunks, byte, hole)` holds from chunk `from` on, from byte `skip`.
+    fn expect(
+        chunks: u32,
+        byte: u8,
+        hole: Option<u32>,
+        from: u32,
+        skip: usize,
+        len: usize,
+    ) -> Vec<u8> {
+        let mut v = Vec::new();
+        for k in from..chunks {
+            let b = if Some(k) == hole { 0 } else { byte + k as u8 };
+            v.extend(std::iter::repeat_n(b, 4096));
+        }
+        v[skip..skip + len].to_vec()
+    }
+
+    #[test]
+    fn chunk_subsets_are_read_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+        // A 128 KiB write (32 chunks, chunk 5 unallocated) and a small one (2 chunks).
+        p.append(&[
+            multi(10, 0, 32, 1, Some(5)),
+            multi(11, 64 * 8, 2, 100, None),
+        ])
+        .unwrap();
+        for (from, n, skip, len) in [
+            (0u32, 1u32, 0usize, 4096usize),
+            (7, 1, 0, 4096),
+            (31, 1, 0, 4096),
+            (3, 4, 0, 4 * 4096),
+            (0, 32, 0, 32 * 4096),
+            (4, 3, 512, 2 * 4096),
+            (4, 3, 1024, 2 * 4096 - 512),
+            (6, 2, 3584, 512),
+            (5, 1, 512, 1024),
+        ] {
+            let got = read(&p, u64::from(from), n, skip, len).unwrap();
+            assert_eq!(
+                got,
+                expect(32, 1, Some(5), from, skip, len),
+                "chunks {from}+{n} from {skip}, {len} bytes"
+            );
+        }
+        assert_eq!(read(&p, 65, 1, 0, 4096).unwrap(), vec![101; 4096]);
+        assert_eq!(read(&p, 64, 2, 4096, 4096).unwrap(), vec![101; 4096]);
+        // Asking past the record's chunks, or for more bytes than the chunks hold: corrupt.
+        assert!(matches!(
+            read(&p, 30, 3, 0, 3 * 4096),
+            Err(JournalError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            read(&p, 31, 1, 0, 8192),
+            Err(JournalError::Corrupt { .. })
+        ));
+        let ((_, _, _), loc) = p.first_after(0, 0).unwrap().unwrap();
+        let bad = Loc { idx: 32, ..loc };
+        let mut out = vec![0u8; 4096];
+        assert!(matches!(
+            p.read_chunks(bad, 1, 0, &mut out, 512),
+            Err(JournalError::Corrupt { .. })
+        ));
+        // The same through a whole-record read.
+        let e = p.read_entry(loc).unwrap();
+        assert_eq!(e.chunk_data(7, 512).unwrap().unwrap(), &vec![8u8; 4096][..]);
+    }
+
+    #[test]
+    fn a_bad_chunk_fails_its_own_reads_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = seg_path(&dir.path().join("primary"), 1);
+        let (p, _) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+        p.append(&[multi(10, 0, 32, 1, None), multi(11, 64 * 8, 2, 100, None)])
+            .unwrap();
+        let big = p.first_after(0, 0).unwrap().unwrap().1;
+        let small = p.first_after(64, 0).unwrap().unwrap().1;
+        // The head of the big record is cached by this read; its data is read each time.
+        read(&p, 0, 1, 0, 4096).unwrap();
+        let mut f = std::fs::read(&seg).unwrap();
+        let data_at = |loc: Loc, k: u64, f: &[u8]| {
+            let h = decode_entry_head(&f[loc.off as usize..]).unwrap().unwrap();
+            loc.off as usize + h.data_off + k as usize * 4096
+        };
+        let bad_big = data_at(big, 9, &f) + 100;
+        let bad_small = data_at(small, 1, &f) + 4095;
+        f[bad_big] ^= 4;
+        f[bad_small] ^= 4;
+        std::fs::write(&seg, &f).unwrap();
+        match read(&p, 9, 1, 0, 4096) {
+            Err(JournalError::Corrupt {
+                file,
+                offset,
+                reason,
+            }) => {
+                assert!(file.ends_with("0000000000000001.seg"), "{file}");
+                assert_eq!(offset, big.off);
+                assert!(reason.contains("chunk 9"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            read(&p, 8, 2, 0, 2 * 4096).is_err(),
+            "a run over the bad chunk"
+        );
+        assert!(
+            read(&p, 9, 1, 512, 512).is_err(),
+            "a cut read of the bad chunk"
+        );
+        assert_eq!(read(&p, 8, 1, 0, 4096).unwrap(), vec![9; 4096]);
+        assert_eq!(read(&p, 10, 1, 0, 4096).unwrap(), vec![11; 4096]);
+        assert_eq!(
+            read(&p, 0, 9, 0, 9 * 4096).unwrap(),
+            expect(32, 1, None, 0, 0, 9 * 4096)
+        );
+        // The small record is read whole, but only the chunks asked for are verified.
+        assert_eq!(read(&p, 64, 1, 0, 4096).unwrap(), vec![100; 4096]);
+        assert!(matches!(
+            read(&p, 65, 1, 0, 4096),
+            Err(JournalError::Corrupt { .. })
+        ));
+        // A whole-record read and a scan find both.
+        assert!(p.read_entry(big).is_err());
+        let (_, scan) = scan_segment(&f, "t").unwrap();
+        assert_eq!(scan.records.len(), 0);
+        // A segment cut inside a record: corrupt, not an I/O error.
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(data_at(big, 20, &f) as u64)
+            .unwrap();
+        assert!(matches!(
+            read(&p, 25, 1, 0, 4096),
+            Err(JournalError::Corrupt { .. })
+        ));
+        assert_eq!(read(&p, 19, 1, 0, 4096).unwrap(), vec![20; 4096]);
+    }
+
+    /// A journal whose segments are of format version 3 (entry records with one checksum over
+    /// each) is read as it is, through the whole-record path; appends go to a new segment of
+    /// the current version.
+    #[test]
+    fn version_3_segments_are_read_and_not_appended_to() {
+        use super::super::record::{encode_entry_v3, encode_header_version};
+        let dir = tempfile::tempdir().unwrap();
+        drop(PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap());
+        let seg = seg_path(&dir.path().join("primary"), 1);
+        let mut buf = encode_header_version(
+            &SegmentHeader {
+                kind: SegmentKind::Primary,
+                chunk_bytes: 4096,
+                id: 1,
+            },
+            3,
+        )
+        .to_vec();
+        encode_entry_v3(&multi(10, 0, 32, 1, Some(5)), &mut buf);
+        encode_entry_v3(&multi(11, 64 * 8, 2, 100, None), &mut buf);
+        std::fs::write(&seg, &buf).unwrap();
+        std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+        let (p, r) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+        assert_eq!(r.records_indexed, 34);
+        assert_eq!(read(&p, 7, 1, 0, 4096).unwrap(), vec![8; 4096]);
+        assert_eq!(
+            read(&p, 4, 3, 512, 2 * 4096).unwrap(),
+            expect(32, 1, Some(5), 4, 512, 2 * 4096)
+        );
+        assert_eq!(read(&p, 65, 1, 0, 4096).unwrap(), vec![101; 4096]);
+        assert_eq!(chunk_byte(&p, 5, 0), Some((10, None)));
+        p.append(&[multi(20, 0, 2, 50, None)]).unwrap();
+        assert_eq!(
+            std::fs::read(&seg).unwrap(),
+            buf,
+            "the version 3 segment is unchanged"
+        );
+        assert_eq!(p.segments().unwrap().0.len(), 2);
+        assert_eq!(read(&p, 1, 1, 0, 4096).unwrap_or_default().len(), 4096);
+        let ((ts, _, _), loc) = p.first_after(1, 10).unwrap().unwrap();
+        assert_eq!(ts, 20);
+        let mut out = vec![0u8; 4096];
+        p.read_chunks(loc, 1, 0, &mut out, 512).unwrap();
+        assert_eq!(out, vec![51; 4096]);
+        // A flipped byte in an old record: its whole-record checksum.
+        let mut bad = buf.clone();
+        let n = bad.len();
+        bad[n - 10] ^= 1;
+        std::fs::write(&seg, &bad).unwrap();
+        drop(p);
+        let (p, _) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+        assert!(matches!(
+            read(&p, 65, 1, 0, 4096),
+            Err(JournalError::Corrupt { .. })
+        ));
+        assert_eq!(read(&p, 7, 1, 0, 4096).unwrap(), vec![8; 4096]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::config::JournalConfig;
 use super::error::{JournalError, Result};
 use super::metalog::{MetaLog, MetaState, Op};
 use super::partial::{replay_file, PartialJournal};
-use super::primary::{Adopt, PrimaryJournal, PrimaryRecovery};
+use super::primary::{copy_chunks, Adopt, Loc, PrimaryJournal, PrimaryRecovery};
 use super::record::{no_unallocated, Entry, Record, Status, StatusUpdate, MAX_RECORD_SPAN};
 use super::sizes::SizeHistory;
 use super::space::{FsProbe, SpaceProbe};
@@ -39,6 +39,23 @@ pub(crate) enum ChunkAt {
 
 /// An entry and the index of one of its chunks.
 pub(crate) type EntryChunk = (Arc<Entry>, u32);
+
+/// Where the first entry for a chunk after some time is: in a partial journal (in memory),
+/// with the chunk's index in it, or in the primary journal, by its `(ts, port, seq)` and the
+/// location of its record narrowed to the chunk (not read yet).
+enum Hit {
+    Partial(Arc<Entry>, u32),
+    Primary((u64, u64, u64), Loc),
+}
+
+impl Hit {
+    fn ts(&self) -> u64 {
+        match self {
+            Hit::Partial(e, _) => e.ts,
+            Hit::Primary((ts, _, _), _) => *ts,
+        }
+    }
+}
 
 /// What `open` found and did.
 #[derive(Debug, Default, Clone)]
@@ -1701,17 +1718,34 @@ impl Shared {
     /// first: an entry moving from a partial journal to the primary is indexed there before it
     /// leaves the partial.
     pub fn first_entry_after(&self, c: u64, ts: u64) -> Result<Option<EntryChunk>> {
+        let mut attempt = 0;
+        loop {
+            match self.first_hit_after(c, ts)? {
+                None => return Ok(None),
+                Some(Hit::Partial(e, k)) => return Ok(Some((e, k))),
+                Some(Hit::Primary(_, loc)) => match self.primary.read_entry(loc) {
+                    Ok(e) => return Ok(Some((e, loc.idx))),
+                    // A merge may have dropped it meanwhile: look again.
+                    Err(JournalError::Io(_)) if attempt == 0 => attempt += 1,
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+    }
+
+    /// Where the first entry for chunk `c` stamped after `ts` is (see `first_entry_after`).
+    fn first_hit_after(&self, c: u64, ts: u64) -> Result<Option<Hit>> {
         let settled = self.clock.last();
-        let hit = self.first_entry_after_once(c, ts)?;
-        if hit.as_ref().is_some_and(|(e, _)| e.ts > settled) {
-            // See `entries_after`: an earlier entry may have been appended behind the scan.
-            return self.first_entry_after_once(c, ts);
+        let hit = self.first_hit_after_once(c, ts)?;
+        if hit.as_ref().is_some_and(|h| h.ts() > settled) {
+            // See `hits_after`: an earlier entry may have been appended behind the scan.
+            return self.first_hit_after_once(c, ts);
         }
         Ok(hit)
     }
 
     /// One scan of the partial journals, then the primary (see `first_entry_after`).
-    fn first_entry_after_once(&self, c: u64, ts: u64) -> Result<Option<EntryChunk>> {
+    fn first_hit_after_once(&self, c: u64, ts: u64) -> Result<Option<Hit>> {
         let mut best: Option<Arc<Entry>> = None;
         for pj in self.all_ports() {
             if let Some(e) = lock(&pj).first_after(c, ts) {
@@ -1723,28 +1757,19 @@ impl Shared {
                 }
             }
         }
-        for attempt in 0..2 {
-            if let Some((key, loc)) = self.primary.first_after(c, ts)? {
-                if best.as_ref().is_some_and(|b| (b.ts, b.port, b.seq) <= key) {
-                    break;
-                }
-                match self.primary.read_entry(loc) {
-                    Ok(e) => return Ok(Some((e, loc.idx))),
-                    // A merge may have dropped it meanwhile: look again.
-                    Err(JournalError::Io(_)) if attempt == 0 => continue,
-                    Err(e) => return Err(e),
-                }
+        if let Some((key, loc)) = self.primary.first_after(c, ts)? {
+            if best.as_ref().is_none_or(|b| key < (b.ts, b.port, b.seq)) {
+                return Ok(Some(Hit::Primary(key, loc)));
             }
-            break;
         }
         Ok(best.map(|e| {
             let k = (c - e.first_chunk()) as u32;
-            (e, k)
+            Hit::Partial(e, k)
         }))
     }
 
-    /// `first_entry_after` for every chunk of `c0..=c1`: each partial journal locked once, one
-    /// walk of the primary index.
+    /// `first_hit_after` for every chunk of `c0..=c1`: each partial journal locked once, one
+    /// walk of the primary index. Nothing is read from the primary's segments.
     ///
     /// The partial journals are scanned one after the other, not at one instant, so a scan can
     /// miss an entry appended to a port it has already passed while it finds a later entry for
@@ -1753,19 +1778,19 @@ impl Shared {
     /// entry older than a found entry was appended before the found one was stamped. A hit
     /// stamped no later than the clock read before the scan therefore hides nothing; a hit
     /// stamped after it is looked up again, and that second scan sees every older entry.
-    fn entries_after(&self, c0: u64, c1: u64, ts: u64) -> Result<Vec<Option<EntryChunk>>> {
+    fn hits_after(&self, c0: u64, c1: u64, ts: u64) -> Result<Vec<Option<Hit>>> {
         let settled = self.clock.last();
-        let mut out = self.entries_after_once(c0, c1, ts)?;
+        let mut out = self.hits_after_once(c0, c1, ts)?;
         for (i, slot) in out.iter_mut().enumerate() {
-            if slot.as_ref().is_some_and(|(e, _)| e.ts > settled) {
-                *slot = self.first_entry_after_once(c0 + i as u64, ts)?;
+            if slot.as_ref().is_some_and(|h| h.ts() > settled) {
+                *slot = self.first_hit_after_once(c0 + i as u64, ts)?;
             }
         }
         Ok(out)
     }
 
-    /// One scan of the partial journals and one walk of the primary index (see `entries_after`).
-    fn entries_after_once(&self, c0: u64, c1: u64, ts: u64) -> Result<Vec<Option<EntryChunk>>> {
+    /// One scan of the partial journals and one walk of the primary index (see `hits_after`).
+    fn hits_after_once(&self, c0: u64, c1: u64, ts: u64) -> Result<Vec<Option<Hit>>> {
         let n = (c1 - c0 + 1) as usize;
         let mut best: Vec<Option<Arc<Entry>>> = vec![None; n];
         for pj in self.all_ports() {
@@ -1789,16 +1814,11 @@ impl Shared {
                 Some((key, loc))
                     if partial.as_ref().is_none_or(|b| key < (b.ts, b.port, b.seq)) =>
                 {
-                    match self.primary.read_entry(loc) {
-                        Ok(e) => out.push(Some((e, loc.idx))),
-                        // A merge may have dropped it meanwhile: look this chunk up again.
-                        Err(JournalError::Io(_)) => out.push(self.first_entry_after(c, ts)?),
-                        Err(e) => return Err(e),
-                    }
+                    out.push(Some(Hit::Primary(key, loc)))
                 }
                 _ => out.push(partial.map(|e| {
                     let k = (c - e.first_chunk()) as u32;
-                    (e, k)
+                    Hit::Partial(e, k)
                 })),
             }
         }
@@ -1806,7 +1826,9 @@ impl Shared {
     }
 
     /// Read `buf` from block `lba` of the volume as it was at `ts`: chunks with a later entry
-    /// from their entries, the others from the current content.
+    /// from their entries, the others from the current content. Chunks of one primary record
+    /// next to each other are read together, straight into `buf` (only those chunks of the
+    /// record are read: see `PrimaryJournal::read_chunks`).
     pub fn read_at(&self, lba: u64, buf: &mut [u8], ts: u64) -> Result<()> {
         let bs = self.block_size;
         let blocks = (buf.len() / bs) as u64;
@@ -1815,7 +1837,7 @@ impl Shared {
         }
         let c0 = lba / self.bpc;
         let c1 = (lba + blocks - 1) / self.bpc;
-        let mut hits = self.entries_after(c0, c1, ts)?;
+        let mut hits = self.hits_after(c0, c1, ts)?;
         // The part of `buf` chunk `c` covers.
         let span = |c: u64| {
             let (clba, cblocks) = self.chunk_range(c);
@@ -1849,40 +1871,85 @@ impl Shared {
         if missing {
             // A write may have slipped in between: its entry is journaled before the cache
             // changes.
-            let again = self.entries_after(c0, c1, ts)?;
+            let again = self.hits_after(c0, c1, ts)?;
             for (h, a) in hits.iter_mut().zip(again) {
                 if h.is_none() {
                     *h = a;
                 }
             }
         }
-        for (i, hit) in hits.iter().enumerate() {
-            let Some((e, k)) = hit else { continue };
+        let mut i = 0;
+        while i < hits.len() {
             let c = c0 + i as u64;
-            let (from, to, o0, o1) = span(c);
-            let (clba, _) = self.chunk_range(c);
-            match e.chunk_data(*k, bs) {
-                Ok(None) => buf[o0..o1].fill(0),
-                Ok(Some(d)) => {
-                    let s = ((from - clba) as usize) * bs;
-                    let t = ((to - clba) as usize) * bs;
-                    let src = d.get(s..t).ok_or_else(|| JournalError::Corrupt {
-                        file: "journal entry".into(),
-                        offset: e.lba,
-                        reason: "chunk shorter than the volume's".into(),
+            let (from, _, o0, o1) = span(c);
+            let skip = ((from - self.chunk_range(c).0) as usize) * bs;
+            match &hits[i] {
+                None => i += 1,
+                Some(Hit::Partial(e, k)) => {
+                    copy_chunks(e, *k, 1, skip, &mut buf[o0..o1], bs).map_err(|reason| {
+                        JournalError::Corrupt {
+                            file: "journal entry".into(),
+                            offset: e.lba,
+                            reason,
+                        }
                     })?;
-                    buf[o0..o1].copy_from_slice(src);
+                    i += 1;
                 }
-                Err(reason) => {
-                    return Err(JournalError::Corrupt {
-                        file: "journal entry".into(),
-                        offset: e.lba,
-                        reason,
-                    })
+                Some(Hit::Primary(_, loc)) => {
+                    // The run of chunks that are the next chunks of the same record.
+                    let mut j = i + 1;
+                    while let Some(Some(Hit::Primary(_, l))) = hits.get(j) {
+                        if l.record() != loc.record() || l.idx != loc.idx + (j - i) as u32 {
+                            break;
+                        }
+                        j += 1;
+                    }
+                    let (_, _, _, o1) = span(c0 + j as u64 - 1);
+                    let n = (j - i) as u32;
+                    match self
+                        .primary
+                        .read_chunks(*loc, n, skip, &mut buf[o0..o1], bs)
+                    {
+                        Ok(()) => {}
+                        // A merge may have dropped its segment meanwhile: look these chunks up
+                        // again, one by one.
+                        Err(JournalError::Io(_)) => {
+                            for c in c..c0 + j as u64 {
+                                self.read_chunk_again(c, ts, span(c), buf)?;
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    i = j;
                 }
             }
         }
         Ok(())
+    }
+
+    /// The part `(from, to, o0, o1)` of `buf` that chunk `c` covers, as it was at `ts`, from a
+    /// fresh lookup (after its record went away under a read).
+    fn read_chunk_again(
+        &self,
+        c: u64,
+        ts: u64,
+        (from, _, o0, o1): (u64, u64, usize, usize),
+        buf: &mut [u8],
+    ) -> Result<()> {
+        let bs = self.block_size;
+        match self.first_entry_after(c, ts)? {
+            Some((e, k)) => {
+                let skip = ((from - self.chunk_range(c).0) as usize) * bs;
+                copy_chunks(&e, k, 1, skip, &mut buf[o0..o1], bs).map_err(|reason| {
+                    JournalError::Corrupt {
+                        file: "journal entry".into(),
+                        offset: e.lba,
+                        reason,
+                    }
+                })
+            }
+            None => Ok(self.read_current(from, &mut buf[o0..o1])?),
+        }
     }
 
     /// Chunk `k` of entry `e` as the state it saved.
