@@ -346,7 +346,7 @@ const MAX_OPEN_READERS: usize = 256;
 
 /// How many record heads (format version 4) `read_chunks` keeps: a view read chunk by chunk
 /// then reads each record's head once, and each later read of its chunks is one `pread`.
-/// A head is a few hundred bytes.
+/// A head is a few hundred bytes. Heads of records read whole (`SMALL_RECORD`) are not kept.
 const HEAD_CACHE: usize = 1024;
 
 /// Bytes read at a record's start to get its head when it is not cached: the head of a record
@@ -1364,10 +1364,13 @@ impl PrimaryJournal {
             return Err(self.corrupt(loc, "record length differs from the index's"));
         }
         let head = Arc::new(head);
-        self.heads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(loc.record(), head.clone());
+        // A small record is read whole anyway: caching its head would save no `pread`.
+        if len > SMALL_RECORD {
+            self.heads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(loc.record(), head.clone());
+        }
         Ok(Some((head, buf)))
     }
 
