@@ -346,8 +346,10 @@ const MAX_OPEN_READERS: usize = 256;
 
 /// How many record heads (format version 4) `read_chunks` keeps: a view read chunk by chunk
 /// then reads each record's head once, and each later read of its chunks is one `pread`.
-/// A head is a few hundred bytes. Heads of records read whole (`SMALL_RECORD`) are not kept.
-const HEAD_CACHE: usize = 1024;
+/// A head is a few hundred bytes (16384 of them: a few MiB per journaled volume; they cover
+/// 2 GiB of history in records of 128 KiB writes). Heads of records read whole
+/// (`SMALL_RECORD`) are not kept.
+const HEAD_CACHE: usize = 16384;
 
 /// Bytes read at a record's start to get its head when it is not cached: the head of a record
 /// of up to about 80 chunks without invalid ports fits; a larger head is read again whole.
