@@ -360,6 +360,27 @@ const HEAD_PROBE: usize = 512;
 /// small write.
 const SMALL_RECORD: usize = 16 << 10;
 
+/// The longest run of back-to-back small records a view read fetches with one `pread`.
+const MAX_SPAN: usize = 1 << 20;
+
+/// Bytes of a segment read ahead for several small records (`PrimaryJournal::read_span`).
+pub(crate) struct Span {
+    seg: u64,
+    off: u64,
+    bytes: Vec<u8>,
+}
+
+impl Span {
+    /// The bytes of the record at `loc`, if they all lie in this span.
+    fn slice(&self, loc: Loc) -> Option<&[u8]> {
+        if loc.seg != self.seg {
+            return None;
+        }
+        let from = usize::try_from(loc.off.checked_sub(self.off)?).ok()?;
+        self.bytes.get(from..from.checked_add(loc.len as usize)?)
+    }
+}
+
 /// Recently read record heads by `(segment, offset)`, oldest first in `order`.
 #[derive(Default)]
 struct HeadCache {
@@ -1334,7 +1355,12 @@ impl PrimaryJournal {
     /// record of an older format, to be read whole), and, unless the head was cached, the bytes
     /// read from the record's start to get it (a small record is read whole). Heads are cached.
     #[allow(clippy::type_complexity)]
-    fn record_head(&self, f: &File, loc: Loc) -> Result<Option<(Arc<EntryHead>, Vec<u8>)>> {
+    fn record_head(
+        &self,
+        f: &File,
+        loc: Loc,
+        span: Option<&Span>,
+    ) -> Result<Option<(Arc<EntryHead>, Vec<u8>)>> {
         if let Some(h) = self
             .heads
             .lock()
@@ -1345,8 +1371,15 @@ impl PrimaryJournal {
         }
         let len = loc.len as usize;
         let probe = if len <= SMALL_RECORD { len } else { HEAD_PROBE };
-        let mut buf = vec![0u8; len.min(probe)];
-        self.read_record_bytes(f, loc, &mut buf, loc.off)?;
+        let mut buf = match span.and_then(|s| s.slice(loc)) {
+            // A small record inside bytes already read for its neighbours.
+            Some(b) if len <= SMALL_RECORD => b.to_vec(),
+            _ => {
+                let mut buf = vec![0u8; len.min(probe)];
+                self.read_record_bytes(f, loc, &mut buf, loc.off)?;
+                buf
+            }
+        };
         let mut parsed = decode_entry_head(&buf);
         if parsed == Err(DecodeError::Torn) && buf.len() < len {
             // A large head: read the whole record once.
@@ -1383,6 +1416,7 @@ impl PrimaryJournal {
     /// where whole chunks are asked for) and each is verified against its checksum; a record
     /// of an older format is read whole (`read_entry`). Bad checksums, a record that does not
     /// hold the chunks asked for, or `out` reaching past them are `Corrupt`.
+    #[cfg(test)]
     pub fn read_chunks(
         &self,
         loc: Loc,
@@ -1391,10 +1425,47 @@ impl PrimaryJournal {
         out: &mut [u8],
         block_size: usize,
     ) -> Result<()> {
+        self.read_chunks_in(loc, n, skip, out, block_size, None)
+    }
+
+    /// Bytes `range` of segment `seg`, read with one `pread`: the small records a view read
+    /// needs that lie back to back (a sequential run of small writes, in one segment), so that
+    /// [`read_chunks_in`](Self::read_chunks_in) takes them from memory instead of one `pread`
+    /// each. `None` when the range is too long or cannot be read (each record is then read
+    /// on its own, which reports what is wrong).
+    pub fn read_span(&self, seg: u64, range: std::ops::Range<u64>) -> Option<Span> {
+        let len = usize::try_from(range.end.checked_sub(range.start)?).ok()?;
+        if len == 0 || len > MAX_SPAN {
+            return None;
+        }
+        let (f, version) = self.reader(seg).ok()?;
+        if version < 4 {
+            return None;
+        }
+        let mut bytes = vec![0u8; len];
+        f.read_exact_at(&mut bytes, range.start).ok()?;
+        Some(Span {
+            seg,
+            off: range.start,
+            bytes,
+        })
+    }
+
+    /// As [`read_chunks`](Self::read_chunks), taking a small record from `span` when it lies
+    /// in it (its head and chunks are verified all the same).
+    pub fn read_chunks_in(
+        &self,
+        loc: Loc,
+        n: u32,
+        skip: usize,
+        out: &mut [u8],
+        block_size: usize,
+        span: Option<&Span>,
+    ) -> Result<()> {
         let (f, version) = self.reader(loc.seg)?;
         // Segments of older formats hold only entry records read whole (kind 1).
         let head = if version >= 4 {
-            self.record_head(&f, loc)?
+            self.record_head(&f, loc, span)?
         } else {
             None
         };

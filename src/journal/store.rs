@@ -8,7 +8,7 @@ use super::config::JournalConfig;
 use super::error::{JournalError, Result};
 use super::metalog::{MetaLog, MetaState, Op};
 use super::partial::{replay_file, PartialJournal};
-use super::primary::{copy_chunks, Adopt, Loc, PrimaryJournal, PrimaryRecovery};
+use super::primary::{copy_chunks, Adopt, Loc, PrimaryJournal, PrimaryRecovery, Span};
 use super::record::{no_unallocated, Entry, Record, Status, StatusUpdate, MAX_RECORD_SPAN};
 use super::sizes::SizeHistory;
 use super::space::{FsProbe, SpaceProbe};
@@ -1878,11 +1878,17 @@ impl Shared {
                 }
             }
         }
+        // Small records of this read lying back to back in one segment (a run of small writes
+        // made one after the other) are fetched with one `pread`.
+        let mut ahead: Option<(usize, Span)> = None;
         let mut i = 0;
         while i < hits.len() {
             let c = c0 + i as u64;
             let (from, _, o0, o1) = span(c);
             let skip = ((from - self.chunk_range(c).0) as usize) * bs;
+            if ahead.as_ref().is_none_or(|(upto, _)| *upto <= i) {
+                ahead = self.read_ahead(&hits[i..]).map(|(n, s)| (i + n, s));
+            }
             match &hits[i] {
                 None => i += 1,
                 Some(Hit::Partial(e, k)) => {
@@ -1906,9 +1912,10 @@ impl Shared {
                     }
                     let (_, _, _, o1) = span(c0 + j as u64 - 1);
                     let n = (j - i) as u32;
+                    let pre = ahead.as_ref().map(|(_, s)| s);
                     match self
                         .primary
-                        .read_chunks(*loc, n, skip, &mut buf[o0..o1], bs)
+                        .read_chunks_in(*loc, n, skip, &mut buf[o0..o1], bs, pre)
                     {
                         Ok(()) => {}
                         // A merge may have dropped its segment meanwhile: look these chunks up
@@ -1925,6 +1932,44 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// If `hits` starts with at least two small primary records lying back to back in one
+    /// segment (at most a few status records between them), each hit on a record following
+    /// the one before (a record may cover several hits), read them with one `pread`: how many
+    /// hits that covers, and the bytes.
+    fn read_ahead(&self, hits: &[Option<Hit>]) -> Option<(usize, Span)> {
+        let small = |l: &Loc| l.len as usize <= 16 << 10;
+        let Some(Some(Hit::Primary(_, first))) = hits.first() else {
+            return None;
+        };
+        if !small(first) {
+            return None;
+        }
+        let (mut end, mut last, mut records, mut n) =
+            (first.off + u64::from(first.len), *first, 1, 1);
+        for h in &hits[1..] {
+            let Some(Hit::Primary(_, l)) = h else { break };
+            if l.record() == last.record() {
+                n += 1;
+                continue;
+            }
+            // Status records of the writes may lie between their entries (a partial file
+            // adopted whole holds each write's entry and then its outcome).
+            let gap = l.off.checked_sub(end);
+            if l.seg != first.seg || gap.is_none_or(|g| g > 512) || !small(l) {
+                break;
+            }
+            end = l.off + u64::from(l.len);
+            last = *l;
+            records += 1;
+            n += 1;
+        }
+        if records < 2 {
+            return None;
+        }
+        let s = self.primary.read_span(first.seg, first.off..end)?;
+        Some((n, s))
     }
 
     /// The part `(from, to, o0, o1)` of `buf` that chunk `c` covers, as it was at `ts`, from a
