@@ -599,27 +599,8 @@ pub fn decode_entry_head(buf: &[u8]) -> Result<Option<EntryHead>, DecodeError> {
         pos: 0,
         prefix: buf.len() < total,
     };
-    let (ts, port, seq, lba) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
-    let (blocks, chunk_blocks) = (r.u32()?, r.u32()?);
-    let status = r.u8()?;
-    let flags = r.u8()?;
-    let n = r.u32()? as usize;
-    if n > len / 8 {
-        return Err(DecodeError::Corrupt("bad port list length".into()));
-    }
-    let mut invalid_ports = Vec::with_capacity(n);
-    for _ in 0..n {
-        invalid_ports.push(r.u64()?);
-    }
-    if chunk_blocks == 0 || blocks == 0 {
-        return Err(DecodeError::Corrupt("entry without chunks".into()));
-    }
-    let chunks = blocks.div_ceil(chunk_blocks) as usize;
-    let blen = r.u32()? as usize;
-    if blen != chunks.div_ceil(8) {
-        return Err(DecodeError::Corrupt("bad unallocated bitmap length".into()));
-    }
-    let unallocated = r.take(blen)?.to_vec();
+    let entry = entry_fields(&mut r, len)?;
+    let chunks = entry.chunks() as usize;
     if chunks > len / 4 {
         return Err(DecodeError::Corrupt(
             "more chunk checksums than the record holds".into(),
@@ -645,19 +626,6 @@ pub fn decode_entry_head(buf: &[u8]) -> Result<Option<EntryHead>, DecodeError> {
             "old data length does not match the record length".into(),
         ));
     }
-    let entry = Entry {
-        ts,
-        port,
-        seq,
-        lba,
-        blocks,
-        chunk_blocks,
-        status: Status::from_u8(status).ok_or_else(|| DecodeError::Corrupt("bad status".into()))?,
-        unallocated,
-        merged: flags & FLAG_MERGED != 0,
-        invalid_ports,
-        data: Vec::new(),
-    };
     check_data_fits(&entry, dlen)?;
     Ok(Some(EntryHead {
         entry,
@@ -665,6 +633,47 @@ pub fn decode_entry_head(buf: &[u8]) -> Result<Option<EntryHead>, DecodeError> {
         data_off,
         data_len: dlen,
     }))
+}
+
+/// The fields an entry record's payload starts with, in both entry kinds: stamp, port,
+/// sequence, range, chunk size, status, flags, invalid ports, unallocated bitmap (the entry
+/// has no data yet). `len` is the payload's length, which bounds the counts read.
+fn entry_fields(r: &mut Reader<'_>, len: usize) -> Result<Entry, DecodeError> {
+    let (ts, port, seq, lba) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+    let (blocks, chunk_blocks) = (r.u32()?, r.u32()?);
+    let status =
+        Status::from_u8(r.u8()?).ok_or_else(|| DecodeError::Corrupt("bad status".into()))?;
+    let flags = r.u8()?;
+    let n = r.u32()? as usize;
+    if n > len / 8 {
+        return Err(DecodeError::Corrupt("bad port list length".into()));
+    }
+    let mut invalid_ports = Vec::with_capacity(n);
+    for _ in 0..n {
+        invalid_ports.push(r.u64()?);
+    }
+    if chunk_blocks == 0 || blocks == 0 {
+        return Err(DecodeError::Corrupt("entry without chunks".into()));
+    }
+    let chunks = blocks.div_ceil(chunk_blocks) as usize;
+    let blen = r.u32()? as usize;
+    if blen != chunks.div_ceil(8) {
+        return Err(DecodeError::Corrupt("bad unallocated bitmap length".into()));
+    }
+    let unallocated = r.take(blen)?.to_vec();
+    Ok(Entry {
+        ts,
+        port,
+        seq,
+        lba,
+        blocks,
+        chunk_blocks,
+        status,
+        unallocated,
+        merged: flags & FLAG_MERGED != 0,
+        invalid_ports,
+        data: Vec::new(),
+    })
 }
 
 /// The old data must be whole blocks of the allocated chunks (of some block size).
@@ -739,46 +748,9 @@ pub fn decode_record(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
     let bad_status = || DecodeError::Corrupt("bad status".into());
     let rec = match buf[4] {
         KIND_ENTRY => {
-            let ts = r.u64()?;
-            let port = r.u64()?;
-            let seq = r.u64()?;
-            let lba = r.u64()?;
-            let blocks = r.u32()?;
-            let chunk_blocks = r.u32()?;
-            let status = Status::from_u8(r.u8()?).ok_or_else(bad_status)?;
-            let flags = r.u8()?;
-            let n = r.u32()? as usize;
-            if n > len / 8 {
-                return Err(DecodeError::Corrupt("bad port list length".into()));
-            }
-            let mut invalid_ports = Vec::with_capacity(n);
-            for _ in 0..n {
-                invalid_ports.push(r.u64()?);
-            }
-            if chunk_blocks == 0 || blocks == 0 {
-                return Err(DecodeError::Corrupt("entry without chunks".into()));
-            }
-            let chunks = blocks.div_ceil(chunk_blocks) as usize;
-            let blen = r.u32()? as usize;
-            if blen != chunks.div_ceil(8) {
-                return Err(DecodeError::Corrupt("bad unallocated bitmap length".into()));
-            }
-            let unallocated = r.take(blen)?.to_vec();
+            let mut e = entry_fields(&mut r, len)?;
             let dlen = r.u32()? as usize;
-            let data = r.take(dlen)?.to_vec();
-            let e = Entry {
-                ts,
-                port,
-                seq,
-                lba,
-                blocks,
-                chunk_blocks,
-                status,
-                unallocated,
-                merged: flags & FLAG_MERGED != 0,
-                invalid_ports,
-                data,
-            };
+            e.data = r.take(dlen)?.to_vec();
             check_data_fits(&e, dlen)?;
             Record::Entry(e)
         }
