@@ -91,6 +91,14 @@ fi
 integ_mktemp WORK
 RESULTS=${BENCH_RESULTS:-$WORK/results.tsv}
 : >"$RESULTS"
+# The CDP volume's journal gives up its oldest history when its filesystem falls below
+# min_free_percent (10 %) free: the view of the run's start would then be gone.
+free_pct=$(df -P "$WORK" | awk 'NR == 2 { printf "%d", 100 * $4 / $2 }')
+need_mib=$(( (SIZE >> 20) * 3 + (SIZE >> 20) * 2 * ROUNDS ))
+if [ "$free_pct" -lt 20 ]; then
+    log "warning: only ${free_pct}% of the filesystem of $WORK is free; the run writes about" \
+        "${need_mib} MiB and the journal drops its oldest history below 10% free"
+fi
 
 # ---- backing files ------------------------------------------------------------------------------
 log "preparing three $((SIZE >> 20)) MiB backing files in $WORK (fully written)"
