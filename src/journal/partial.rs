@@ -1,6 +1,9 @@
 //! One partial journal per port (I_T nexus): entries are kept in memory, indexed for point-in-time
-//! lookups, and appended (no fsync) to the port's own segment file. The group commit fsyncs it;
-//! when full or old enough it is flushed into the primary journal and its file rotated away.
+//! lookups, and written (no fsync) to the port's own segment file in batches: by the background
+//! round every `commit_interval`, by an append once [`WRITE_BATCH`] bytes wait, and before any
+//! fsync or rotation. An entry whose outcome is known by then is written with it (no status
+//! record). The group commit fsyncs the file; when full or old enough it is flushed into the
+//! primary journal and its file rotated away.
 
 use super::record::{
     encode_entry_head, encode_status, scan_segment, Entry, Record, SegmentHeader, SegmentKind,
@@ -16,6 +19,9 @@ use std::time::Instant;
 /// In-memory key: (chunk, ts, seq). Each chunk of an entry has its key; all point at the
 /// one shared entry.
 pub(crate) type PartialKey = (u64, u64, u64);
+
+/// Bytes of entries waiting for their segment file that make an append write them itself.
+pub(crate) const WRITE_BATCH: u64 = 1 << 20;
 
 /// Write all of `parts` (vectored, no copy into one buffer).
 pub(crate) fn write_all_parts(mut f: &File, parts: &[&[u8]]) -> io::Result<()> {
@@ -58,6 +64,13 @@ pub(crate) struct PartialJournal {
     next_seq: u64,
     /// Highest seq written to a segment file.
     pub appended_seq: u64,
+    /// Entries with a higher seq wait to be written (lower ones are in a file, or were handed
+    /// to the primary journal by a rotation).
+    written_upto: u64,
+    /// Status records waiting to be written with the next batch.
+    pending_status: Vec<StatusUpdate>,
+    /// Bytes of entries waiting to be written.
+    pending_bytes: u64,
     /// Every entry with seq <= synced_seq is durable (partial file fsynced or in the primary).
     pub synced_seq: u64,
     /// A rotated file could not be fsynced: seqs up to this wait for the primary flush.
@@ -142,6 +155,9 @@ impl PartialJournal {
             file_no,
             next_seq: 0,
             appended_seq: 0,
+            written_upto: 0,
+            pending_status: Vec::new(),
+            pending_bytes: 0,
             synced_seq: 0,
             blocked: None,
             in_flight: None,
@@ -157,47 +173,20 @@ impl PartialJournal {
     }
 
     /// Append the entries of one write (all stamped `ts`; one entry unless the write is very
-    /// large). Returns its seq.
-    pub fn append(&mut self, ts: u64, mut entries: Vec<Entry>) -> io::Result<u64> {
+    /// large). Returns its seq. The entries are written to the segment file with a later batch
+    /// ([`write_pending`](Self::write_pending)); this one writes the batch when it is full, and
+    /// a failure there is left to the next commit (the entries stay held here).
+    pub fn append(&mut self, ts: u64, entries: Vec<Entry>) -> u64 {
         let seq = self.next_seq + 1;
-        let mut head = Vec::with_capacity(entries.len() * 80);
-        let mut ends = Vec::with_capacity(entries.len());
-        for e in entries.iter_mut() {
+        self.next_seq = seq;
+        for mut e in entries {
             e.ts = ts;
             e.port = self.port;
             e.seq = seq;
             e.status = Status::Pending;
-            encode_entry_head(e, Status::Pending, &mut head);
-            ends.push(head.len());
-        }
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * entries.len());
-        let mut from = 0;
-        let mut total = 0;
-        for (e, end) in entries.iter().zip(&ends) {
-            parts.push(&head[from..*end]);
-            parts.push(&e.data);
-            total += end - from + e.data.len();
-            from = *end;
-        }
-        if let Err(err) = write_all_parts(&self.file, &parts) {
-            // Cut a possibly torn record off so later appends stay readable.
-            let _ = self.file.set_len(self.file_len);
-            self.tainted = true;
-            return Err(err);
-        }
-        let mut off = self.file_len;
-        let mut from = 0;
-        for (e, end) in entries.iter().zip(&ends) {
-            let len = end - from + e.data.len();
-            self.places.push((self.file_no, off, len as u32));
-            off += len as u64;
-            from = *end;
-        }
-        self.file_len += total as u64;
-        self.next_seq = seq;
-        self.appended_seq = seq;
-        for e in entries {
-            self.bytes += e.data.len() as u64 + 64 * u64::from(e.chunks());
+            let held = e.data.len() as u64 + 64 * u64::from(e.chunks());
+            self.bytes += held;
+            self.pending_bytes += held;
             let e = Arc::new(e);
             let c0 = e.first_chunk();
             for c in c0..c0 + u64::from(e.chunks()) {
@@ -207,13 +196,79 @@ impl PartialJournal {
         }
         self.statuses.insert(seq, Status::Pending);
         self.first_append.get_or_insert_with(Instant::now);
-        Ok(seq)
+        if self.pending_bytes >= WRITE_BATCH {
+            if let Err(e) = self.write_pending() {
+                tracing::warn!(
+                    "partial journal of port {} could not be written (retried at the next commit): {e}",
+                    self.port
+                );
+            }
+        }
+        seq
     }
 
-    /// Record the outcome of write `seq` over `blocks` blocks from `lba` (phase three), in the
-    /// port's current segment file. If a rotation already handed the entry to the primary
-    /// journal (with the status it had then), the outcome is also kept for the primary: the
-    /// next flush of this port appends it there ([`take_late`](Self::take_late)).
+    /// Entries or status records wait to be written.
+    pub fn has_pending(&self) -> bool {
+        self.next_seq > self.written_upto || !self.pending_status.is_empty()
+    }
+
+    /// Write the waiting entries (each with the status it has now) and status records to the
+    /// segment file, with one vectored write. On an error the file is cut back to where it
+    /// was and marked tainted (never adopted whole); everything stays waiting.
+    pub fn write_pending(&mut self) -> io::Result<()> {
+        if !self.has_pending() {
+            return Ok(());
+        }
+        let from = self.writes.partition_point(|e| e.seq <= self.written_upto);
+        let batch = &self.writes[from..];
+        let mut head = Vec::with_capacity(batch.len() * 80 + self.pending_status.len() * 48);
+        let mut ends = Vec::with_capacity(batch.len());
+        for e in batch {
+            let status = self.statuses.get(&e.seq).copied().unwrap_or(e.status);
+            encode_entry_head(e, status, &mut head);
+            ends.push(head.len());
+        }
+        let status_from = head.len();
+        for u in &self.pending_status {
+            encode_status(u, &mut head);
+        }
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * batch.len() + 1);
+        let mut lens = Vec::with_capacity(batch.len());
+        let mut start = 0;
+        for (e, end) in batch.iter().zip(&ends) {
+            parts.push(&head[start..*end]);
+            parts.push(&e.data);
+            lens.push(end - start + e.data.len());
+            start = *end;
+        }
+        parts.push(&head[status_from..]);
+        if let Err(err) = write_all_parts(&self.file, &parts) {
+            // Cut a possibly torn record off so later writes stay readable.
+            let _ = self.file.set_len(self.file_len);
+            self.tainted = true;
+            return Err(err);
+        }
+        let mut off = self.file_len;
+        for len in lens {
+            self.places.push((self.file_no, off, len as u32));
+            off += len as u64;
+        }
+        self.file_len += (head.len() + batch.iter().map(|e| e.data.len()).sum::<usize>()) as u64;
+        if let Some(last) = batch.last() {
+            self.appended_seq = last.seq;
+        }
+        self.written_upto = self.next_seq;
+        self.pending_status.clear();
+        self.pending_bytes = 0;
+        Ok(())
+    }
+
+    /// Record the outcome of write `seq` over `blocks` blocks from `lba` (phase three). An entry
+    /// not written yet is written with it; otherwise a status record follows in the port's
+    /// current segment file (a failure is written at once, with the entry if need be). If a
+    /// rotation already handed the entry to the primary journal (with the status it had then),
+    /// the outcome is also kept for the primary: the next flush of this port appends it there
+    /// ([`take_late`](Self::take_late)).
     pub fn set_status(
         &mut self,
         ts: u64,
@@ -243,14 +298,14 @@ impl PartialJournal {
         if rotated || !held || status == Status::Failed {
             self.late.push(update);
         }
-        let mut buf = Vec::new();
-        encode_status(&update, &mut buf);
-        if let Err(err) = (&*self.file).write_all(&buf) {
-            let _ = self.file.set_len(self.file_len);
-            self.tainted = true;
-            return Err(err);
+        let unwritten = held && seq > self.written_upto;
+        if unwritten && status != Status::Failed {
+            return Ok(());
         }
-        self.file_len += buf.len() as u64;
+        self.pending_status.push(update);
+        if status == Status::Failed {
+            self.write_pending()?;
+        }
         Ok(())
     }
 
@@ -288,9 +343,11 @@ impl PartialJournal {
 
     /// The files to fsync for a group commit (a rotated file still being flushed into the
     /// primary, then the current one) and the seq they will cover together.
-    pub fn commit_target(&self) -> Option<(Vec<Arc<File>>, u64)> {
+    /// Waiting entries are written first; an error there is returned (nothing is fsynced).
+    pub fn commit_target(&mut self) -> io::Result<Option<(Vec<Arc<File>>, u64)>> {
+        self.write_pending()?;
         if self.appended_seq <= self.synced_seq {
-            return None;
+            return Ok(None);
         }
         let mut files = Vec::with_capacity(2);
         if let Some((f, upto)) = &self.in_flight {
@@ -299,7 +356,7 @@ impl PartialJournal {
             }
         }
         files.push(self.file.clone());
-        Some((files, self.appended_seq))
+        Ok(Some((files, self.appended_seq)))
     }
 
     /// After a successful fsync of the files handed out by `commit_target`.
@@ -323,7 +380,12 @@ impl PartialJournal {
     /// is not fsynced: the primary's fsync makes its entries durable (so old data goes to disk
     /// once, not twice); a commit in between fsyncs it ([`commit_target`]), and so does
     /// [`flush_failed`] if the primary cannot take them.
+    ///
+    /// Waiting entries are written to the old file first. If that fails the file is tainted
+    /// (copied, not adopted) and the commits leave the rotated entries to the primary flush
+    /// (`blocked`): they are not all in the file.
     pub fn rotate(&mut self) -> io::Result<Rotated> {
+        let unwritten = self.write_pending().is_err();
         let file_no = self.file_no + 1;
         let path = partial_path(&self.dir, self.port, file_no);
         let header = SegmentHeader {
@@ -344,7 +406,13 @@ impl PartialJournal {
                 len: old_len,
                 places: self.places.iter().map(|p| (p.1, p.2)).collect(),
             });
-        self.in_flight = Some((old, self.appended_seq));
+        self.in_flight = Some((old, self.next_seq));
+        if unwritten {
+            self.blocked = Some(self.blocked.map_or(self.next_seq, |b| b.max(self.next_seq)));
+        }
+        // Everything held is handed out: nothing of it is written to the new file.
+        self.written_upto = self.next_seq;
+        self.pending_bytes = 0;
         let entries = self
             .writes
             .iter()
@@ -356,7 +424,7 @@ impl PartialJournal {
         Ok(Rotated {
             old_path,
             entries,
-            upto_seq: self.appended_seq,
+            upto_seq: self.next_seq,
             adoptable,
         })
     }
@@ -365,7 +433,9 @@ impl PartialJournal {
     pub fn finish_flush(&mut self, r: &Rotated) {
         // Appends made since the rotation follow the rotated entries in `writes`.
         let n = r.entries.len().min(self.writes.len());
-        self.places.drain(..n.min(self.places.len()));
+        // What is left was appended since, and written (if at all) to the current file.
+        let current = self.file_no;
+        self.places.retain(|p| p.0 == current);
         for e in self.writes.drain(..n) {
             let c0 = e.first_chunk();
             for c in c0..c0 + u64::from(e.chunks()) {
@@ -509,9 +579,9 @@ mod tests {
         // One write over chunks 0 and 1: one entry, one record.
         let mut two = entry_n(0, 2, 1);
         two.data[4096..].fill(2);
-        let s1 = p.append(100, vec![two]).unwrap();
+        let s1 = p.append(100, vec![two]);
         p.set_status(100, s1, Status::Ok, 0, 16).unwrap();
-        let s2 = p.append(200, vec![entry(0, 3)]).unwrap();
+        let s2 = p.append(200, vec![entry(0, 3)]);
         assert_eq!((s1, s2), (1, 2));
         let e = p.first_after(1, 50).unwrap();
         assert_eq!(e.chunk_data(1, 512).unwrap().unwrap()[0], 2);
@@ -520,25 +590,43 @@ mod tests {
         assert!(p.first_after(0, 200).is_none());
         assert!(p.first_after(2, 0).is_none());
 
-        let Replayed { entries, tail, .. } = replay_file(p.path()).unwrap();
+        // Held in memory until a batch writes them.
+        assert!(p.has_pending());
+        assert!(replay_file(p.path()).unwrap().entries.is_empty());
+        p.write_pending().unwrap();
+        assert!(!p.has_pending());
+        let Replayed {
+            entries,
+            statuses,
+            tail,
+        } = replay_file(p.path()).unwrap();
         assert!(tail.is_none());
         assert_eq!(entries.len(), 2, "one record per write");
         assert_eq!(entries[0].chunks(), 2);
-        assert_eq!(entries[0].status, Status::Ok);
+        assert_eq!(entries[0].status, Status::Ok, "written with its outcome");
+        assert!(statuses.is_empty(), "so no status record");
         assert_eq!(entries[1].status, Status::Pending);
+        // An outcome known after its entry was written follows as a status record.
+        p.set_status(200, s2, Status::Ok, 0, 8).unwrap();
+        p.write_pending().unwrap();
+        let Replayed {
+            entries, statuses, ..
+        } = replay_file(p.path()).unwrap();
+        assert_eq!(entries[1].status, Status::Ok);
+        assert_eq!(statuses.len(), 1);
 
         let r = p.rotate().unwrap();
         assert_eq!(r.entries.len(), 2);
         assert_eq!(p.synced_seq, 0, "not durable until the primary has them");
         assert!(p.first_after(0, 50).is_some(), "visible until flushed");
         // An append after the rotation stays after the flush.
-        p.append(300, vec![entry(16, 4)]).unwrap();
+        p.append(300, vec![entry(16, 4)]);
         // A commit meanwhile fsyncs the rotated file and the current one.
-        let (files, upto) = p.commit_target().unwrap();
+        let (files, upto) = p.commit_target().unwrap().unwrap();
         assert_eq!((files.len(), upto), (2, 3));
         p.finish_flush(&r);
         assert_eq!(p.synced_seq, 2);
-        let (files, upto) = p.commit_target().unwrap();
+        let (files, upto) = p.commit_target().unwrap().unwrap();
         assert_eq!((files.len(), upto), (1, 3));
         assert!(p.first_after(0, 50).is_none());
         assert!(p.first_after(1, 50).is_none());
@@ -550,10 +638,10 @@ mod tests {
     fn a_failed_primary_flush_makes_the_rotated_entries_durable_in_their_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = PartialJournal::create(dir.path(), 3, 4096, 0).unwrap();
-        p.append(100, vec![entry(0, 1)]).unwrap();
-        p.append(200, vec![entry(8, 2)]).unwrap();
+        p.append(100, vec![entry(0, 1)]);
+        p.append(200, vec![entry(8, 2)]);
         let r = p.rotate().unwrap();
-        p.append(300, vec![entry(16, 3)]).unwrap();
+        p.append(300, vec![entry(16, 3)]);
         assert_eq!(p.synced_seq, 0);
         p.flush_failed(&r);
         assert_eq!(p.synced_seq, 2, "fsynced where they are");
@@ -561,14 +649,14 @@ mod tests {
             p.first_after(0, 50).is_some(),
             "still held for the next flush"
         );
-        let (files, upto) = p.commit_target().unwrap();
+        let (files, upto) = p.commit_target().unwrap().unwrap();
         assert_eq!((files.len(), upto), (1, 3));
         // The next flush takes all three.
         let r2 = p.rotate().unwrap();
         assert_eq!(r2.entries.len(), 3);
         p.finish_flush(&r2);
         assert_eq!(p.synced_seq, 3);
-        assert!(p.commit_target().is_none());
+        assert!(p.commit_target().unwrap().is_none());
     }
 
     /// An outcome recorded after a rotation handed its entry to the primary (or after the
@@ -577,8 +665,8 @@ mod tests {
     fn outcomes_after_a_rotation_wait_for_the_primary() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = PartialJournal::create(dir.path(), 4, 4096, 0).unwrap();
-        let s1 = p.append(100, vec![entry(0, 1)]).unwrap();
-        let s2 = p.append(200, vec![entry(8, 2)]).unwrap();
+        let s1 = p.append(100, vec![entry(0, 1)]);
+        let s2 = p.append(200, vec![entry(8, 2)]);
         p.set_status(100, s1, Status::Ok, 0, 8).unwrap();
         assert!(!p.has_late(), "held here: goes with the entry");
         let r = p.rotate().unwrap();
@@ -586,7 +674,7 @@ mod tests {
         assert_eq!(r.entries[1].1, Status::Pending);
         p.set_status(200, s2, Status::Failed, 9, 3).unwrap();
         p.finish_flush(&r);
-        let s3 = p.append(300, vec![entry(16, 3)]).unwrap();
+        let s3 = p.append(300, vec![entry(16, 3)]);
         p.set_status(300, s3, Status::Failed, 16, 8).unwrap();
         let late = p.take_late();
         assert_eq!(
@@ -597,6 +685,7 @@ mod tests {
         );
         assert!(!p.has_late());
         // The file holds the outcome too: a replay finds it (and its entry, if here).
+        assert!(!p.has_pending(), "a failure is written at once");
         let Replayed {
             entries, statuses, ..
         } = replay_file(p.path()).unwrap();
@@ -623,8 +712,9 @@ mod tests {
     fn torn_tail_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = PartialJournal::create(dir.path(), 1, 4096, 0).unwrap();
-        p.append(10, vec![entry_n(0, 4, 1)]).unwrap();
-        p.append(20, vec![entry_n(0, 4, 2)]).unwrap();
+        p.append(10, vec![entry_n(0, 4, 1)]);
+        p.append(20, vec![entry_n(0, 4, 2)]);
+        p.write_pending().unwrap();
         let len = std::fs::metadata(p.path()).unwrap().len();
         let f = OpenOptions::new().write(true).open(p.path()).unwrap();
         f.set_len(len - 10).unwrap();

@@ -698,6 +698,15 @@ impl JournaledStore {
         *lock(&self.shared.space) = probe;
     }
 
+    /// Test hook: write every port's waiting entries to its partial file, as the background
+    /// round does every `commit_interval`.
+    #[cfg(test)]
+    pub(crate) fn write_partials(&self) {
+        for pj in self.shared.all_ports() {
+            lock(&pj).write_pending().expect("partial journal write");
+        }
+    }
+
     /// Test hook: stop as if the process died (dirty cache lost, nothing flushed). The
     /// handles are closed as the kernel would close them (so the index lock is released), but
     /// nothing of the journal's own shutdown runs.
@@ -1078,15 +1087,9 @@ impl Shared {
             g0 = g1 + 1;
         }
         drop(old);
-        // 4. Journal {ts, port, range, old data, Pending} in the port's partial journal.
-        let seq = match lock(&pj).append(ts, entries) {
-            Ok(seq) => seq,
-            Err(e) => {
-                drop(guards);
-                self.mark_invalid(port, ts);
-                return Err(e.into());
-            }
-        };
+        // 4. Journal {ts, port, range, old data, Pending} in the port's partial journal (held
+        //    in memory, written to its file with the next batch).
+        let seq = lock(&pj).append(ts, entries);
         // 5. New data into the dirty cache (reads see it; the volume gets it after commit).
         let mut cache_bytes = 0;
         {
@@ -1224,20 +1227,21 @@ impl Shared {
     fn commit_journals(&self) -> Result<()> {
         for pj in self.all_ports() {
             let target = lock(&pj).commit_target();
-            let Some((files, upto)) = target else {
-                continue;
+            let synced = match target {
+                Ok(None) => Ok(None),
+                Ok(Some((files, upto))) => files
+                    .iter()
+                    .try_for_each(|f| f.sync_data())
+                    .map(|()| Some(upto)),
+                Err(e) => Err(e),
             };
-            match files.iter().try_for_each(|f| f.sync_data()) {
-                Ok(()) => lock(&pj).committed(upto),
+            match synced {
+                Ok(None) => {}
+                Ok(Some(upto)) => lock(&pj).committed(upto),
                 Err(e) => {
                     let port = lock(&pj).port;
-                    tracing::error!("partial journal of port {port} failed to sync: {e}");
-                    // The entries are still in memory: move them into the primary journal.
-                    if let Err(e2) = self.flush_port(&pj) {
-                        let since = lock(&pj).oldest_unsynced_ts().unwrap_or(self.clock.last());
-                        self.mark_invalid(port, since);
-                        return Err(e2);
-                    }
+                    tracing::error!("partial journal of port {port} failed to write or sync: {e}");
+                    self.rescue_port(&pj)?;
                 }
             }
             // A rotated file that could not be fsynced: its entries go durable via the primary.
@@ -1416,6 +1420,22 @@ impl Shared {
         Ok(())
     }
 
+    /// A port's partial file could not be written or fsynced: its entries are still in memory,
+    /// so the primary journal takes them now. If it cannot either, the port is invalid from its
+    /// oldest entry not known durable (views from there on may miss its writes) until a flush
+    /// works again.
+    fn rescue_port(&self, pj: &Mutex<PartialJournal>) -> Result<()> {
+        let Err(e) = self.flush_port(pj) else {
+            return Ok(());
+        };
+        let (port, since) = {
+            let p = lock(pj);
+            (p.port, p.oldest_unsynced_ts())
+        };
+        self.mark_invalid(port, since.unwrap_or(self.clock.last()));
+        Err(e)
+    }
+
     /// Append the port's outcomes that wait for the primary journal (their entries are there,
     /// or go there first: see `PartialJournal::set_status`). The caller holds the flush lock.
     fn flush_late(&self, pj: &Mutex<PartialJournal>) -> Result<()> {
@@ -1515,14 +1535,19 @@ impl Shared {
         let cap = self.cfg.partial_capacity;
         let age = self.cfg.partial_flush_interval.0;
         for pj in self.all_ports() {
-            let (due, late) = {
-                let p = lock(&pj);
+            let (due, late, written) = {
+                let mut p = lock(&pj);
                 (
                     p.bytes >= cap || p.first_append.is_some_and(|t| t.elapsed() >= age),
                     p.has_late(),
+                    p.write_pending(),
                 )
             };
-            if due {
+            if let Err(e) = written {
+                let port = lock(&pj).port;
+                tracing::error!("partial journal of port {port} could not be written: {e}");
+                self.rescue_port(&pj)?;
+            } else if due {
                 self.flush_port(&pj)?;
             } else if late {
                 // Outcomes of entries already in the primary follow them there; the entries
