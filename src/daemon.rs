@@ -111,7 +111,7 @@ pub async fn start(data: &Path, config: &Config) -> anyhow::Result<Running> {
     config.validate()?;
     let dd = DataDir::open(data)?;
     let metas = prepare_volumes(&dd, config)?;
-    let ctx = TargetContext::new(config.iscsi.clone(), config.portal_group_tag);
+    let ctx = TargetContext::new(config.iscsi.clone(), config.portal_group_tag)?;
     let auth = config.load_auth()?;
     for w in &auth.warnings {
         tracing::warn!("{w}");

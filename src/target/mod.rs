@@ -15,6 +15,7 @@
 
 pub mod cmd_window;
 pub mod connection;
+pub mod executor;
 pub mod login;
 pub mod negotiation;
 pub mod pdu_io;
@@ -67,11 +68,15 @@ pub struct TargetContext {
     /// Solicited write data in flight across all sessions, in `scsi_task::DATA_BUDGET_UNIT`s:
     /// R2Ts wait for budget, so many large writes at once cannot exhaust memory.
     pub data_budget: Arc<tokio::sync::Semaphore>,
+    /// The threads that execute SCSI commands (`[iscsi] command_threads`).
+    pub commands: executor::CommandPool,
 }
 
 impl TargetContext {
-    pub fn new(iscsi: IscsiConfig, portal_group_tag: u16) -> Arc<TargetContext> {
-        Arc::new(TargetContext {
+    pub fn new(iscsi: IscsiConfig, portal_group_tag: u16) -> std::io::Result<Arc<TargetContext>> {
+        let commands =
+            executor::CommandPool::new(executor::CommandPool::threads_for(iscsi.command_threads))?;
+        Ok(Arc::new(TargetContext {
             iscsi: iscsi.clone(),
             portal_group_tag,
             portals: RwLock::new(Vec::new()),
@@ -84,7 +89,8 @@ impl TargetContext {
             data_budget: Arc::new(tokio::sync::Semaphore::new(
                 (iscsi.max_write_data_in_flight / u64::from(scsi_task::DATA_BUDGET_UNIT)) as usize,
             )),
-        })
+            commands,
+        }))
     }
 
     /// Authentication and access settings (CHAP credentials, initiator lists).

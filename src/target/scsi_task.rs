@@ -3,7 +3,7 @@
 //! 1. gather Data-Out: immediate data, unsolicited Data-Out up to FirstBurstLength, then R2Ts
 //!    of at most MaxBurstLength, at most MaxOutstandingR2T at a time;
 //! 2. wait for the command's turn in CmdSN order;
-//! 3. execute on the blocking pool (`scsi::LogicalUnit::execute`);
+//! 3. execute on the command threads (`executor::CommandPool`, `scsi::LogicalUnit::execute`);
 //! 4. send Data-In in PDUs of the initiator's MaxRecvDataSegmentLength, with the status in the
 //!    last one when there is no sense data, else a SCSI Response; residuals from EDTL.
 
@@ -303,7 +303,7 @@ async fn run(
         (Some(t), _) if cmd.cdb.first() == Some(&0xa0) => scsi::report_luns(&t.lun_list(), &req),
         (Some(t), Some(lun)) if t.luns.contains_key(&lun) => {
             let lu = t.luns[&lun].clone();
-            match tokio::task::spawn_blocking(move || lu.execute(&req)).await {
+            match conn.ctx.commands.run(move || lu.execute(&req)).await {
                 Ok(o) => o,
                 Err(e) => {
                     warn!(error = %e, "command execution failed");
