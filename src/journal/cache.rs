@@ -2,6 +2,7 @@
 //! until the journal entries holding the data it overwrote are durable.
 
 use crate::storage::{BlockStore, IoOrigin, StorageError};
+use bytes::Bytes;
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
 
@@ -15,9 +16,43 @@ pub(crate) const CLEAN: u8 = 0;
 pub(crate) const DATA: u8 = 1;
 pub(crate) const UNMAPPED: u8 = 2;
 
+/// A dirty chunk's content: a buffer of its own, or the chunk's piece of the data a large write
+/// brought (`whole[off..off + len]`), shared with the command rather than copied. A run of
+/// chunks that one write covered goes to the volume as one slice of that data.
+#[derive(Clone)]
+pub(crate) enum ChunkData {
+    Owned(Vec<u8>),
+    Shared {
+        whole: Bytes,
+        off: usize,
+        len: usize,
+    },
+}
+
+impl ChunkData {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            ChunkData::Owned(v) => v,
+            ChunkData::Shared { whole, off, len } => &whole[*off..*off + *len],
+        }
+    }
+
+    /// The content to change in place (a shared piece is copied first).
+    pub fn make_mut(&mut self) -> &mut [u8] {
+        if let ChunkData::Shared { whole, off, len } = self {
+            let own = whole[*off..*off + *len].to_vec();
+            *self = ChunkData::Owned(own);
+        }
+        match self {
+            ChunkData::Owned(v) => v,
+            ChunkData::Shared { .. } => &mut [],
+        }
+    }
+}
+
 pub(crate) struct DirtyChunk {
     /// Full current content of the chunk.
-    pub data: Vec<u8>,
+    pub data: ChunkData,
     /// One of CLEAN / DATA / UNMAPPED per block.
     pub state: BlockStates,
     /// Journal entries that must be durable before applying: (port, highest seq).
@@ -53,7 +88,7 @@ impl DirtyChunk {
                 DATA => inner.write(
                     IoOrigin::default(),
                     lba,
-                    &self.data[i * block_size..j * block_size],
+                    &self.data.as_slice()[i * block_size..j * block_size],
                     false,
                 )?,
                 UNMAPPED => inner.unmap(IoOrigin::default(), lba, (j - i) as u64)?,
@@ -64,6 +99,10 @@ impl DirtyChunk {
         Ok(())
     }
 }
+
+/// Writes of at least this many bytes leave their data shared in the dirty cache (smaller ones
+/// are copied, so a small write does not pin a large receive buffer).
+pub(crate) const SHARE_MIN: usize = 64 * 1024;
 
 #[derive(Default)]
 pub(crate) struct DirtyCache {

@@ -1,7 +1,7 @@
 //! `JournaledStore`: a [`BlockStore`] that journals the old data of every change (copy on
 //! write) before the new data may reach the volume.
 
-use super::cache::{Deps, DirtyCache, DirtyChunk, CLEAN, DATA, UNMAPPED};
+use super::cache::{ChunkData, Deps, DirtyCache, DirtyChunk, CLEAN, DATA, SHARE_MIN, UNMAPPED};
 use super::changes::{ChangeSubscription, ChangeTracker};
 use super::clock::{StampClock, SystemClock, WallClock};
 use super::config::JournalConfig;
@@ -14,6 +14,7 @@ use super::sizes::SizeHistory;
 use super::space::{FsProbe, SpaceProbe};
 use super::view::JournalView;
 use crate::storage::{Allocation, BlockStore, IoOrigin, StorageError};
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -698,6 +699,16 @@ impl JournaledStore {
         *lock(&self.shared.space) = probe;
     }
 
+    /// Test hook: dirty chunks that hold a piece of a write's data rather than a copy.
+    #[cfg(test)]
+    pub(crate) fn shared_chunks(&self) -> usize {
+        lock(&self.shared.cache)
+            .chunks
+            .values()
+            .filter(|d| matches!(d.data, ChunkData::Shared { .. }))
+            .count()
+    }
+
     /// Test hook: write every port's waiting entries to its partial file, as the background
     /// round does every `commit_interval`.
     #[cfg(test)]
@@ -733,6 +744,31 @@ impl Drop for JournaledStore {
         {
             tracing::error!("journal shutdown flush failed: {e}");
         }
+    }
+}
+
+impl JournaledStore {
+    /// A write; with `share` (the same bytes as `data`), the dirty cache keeps pieces of it
+    /// instead of copies.
+    fn write_new(
+        &self,
+        origin: IoOrigin,
+        lba: u64,
+        data: &[u8],
+        share: Option<&Bytes>,
+        fua: bool,
+    ) -> Result<(), StorageError> {
+        let s = &self.shared;
+        if data.len() % s.block_size != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "write is not a whole number of blocks",
+            )
+            .into());
+        }
+        let blocks = (data.len() / s.block_size) as u64;
+        s.change(origin.port, lba, blocks, Some(data), share, fua)?;
+        Ok(())
     }
 }
 
@@ -782,17 +818,17 @@ impl BlockStore for JournaledStore {
         data: &[u8],
         fua: bool,
     ) -> Result<(), StorageError> {
-        let s = &self.shared;
-        if data.len() % s.block_size != 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "write is not a whole number of blocks",
-            )
-            .into());
-        }
-        let blocks = (data.len() / s.block_size) as u64;
-        s.change(origin.port, lba, blocks, Some(data), fua)?;
-        Ok(())
+        self.write_new(origin, lba, data, None, fua)
+    }
+    fn write_shared(
+        &self,
+        origin: IoOrigin,
+        lba: u64,
+        data: Bytes,
+        fua: bool,
+    ) -> Result<(), StorageError> {
+        let share = (data.len() >= SHARE_MIN).then_some(&data);
+        self.write_new(origin, lba, &data, share, fua)
     }
     fn unmap(&self, origin: IoOrigin, lba: u64, blocks: u64) -> Result<(), StorageError> {
         // A deallocation carries no data, so one command may cover the whole volume (WRITE
@@ -807,7 +843,7 @@ impl BlockStore for JournaledStore {
         while b < lba + blocks {
             // Cut on chunk boundaries so no chunk is journaled twice by one command.
             let end = (lba + blocks).min((b / s.bpc * s.bpc).saturating_add(piece));
-            s.change(origin.port, b, end - b, None, false)?;
+            s.change(origin.port, b, end - b, None, None, false)?;
             b = end;
         }
         Ok(())
@@ -939,6 +975,7 @@ impl Shared {
         lba: u64,
         blocks: u64,
         data: Option<&[u8]>,
+        share: Option<&Bytes>,
         fua: bool,
     ) -> Result<u64, StorageError> {
         if self.inner.read_only() {
@@ -969,7 +1006,8 @@ impl Shared {
             for (c, d) in cache.chunks.range(c0..=c1) {
                 let i = (c - c0) as usize;
                 let o = ((self.chunk_range(*c).0 - rlba) as usize) * bs;
-                old[o..o + d.data.len()].copy_from_slice(&d.data);
+                let d = d.data.as_slice();
+                old[o..o + d.len()].copy_from_slice(d);
                 cached[i] = true;
             }
         }
@@ -1096,7 +1134,7 @@ impl Shared {
             let mut cache = lock(&self.cache);
             let put = |d: &mut DirtyChunk, clba: u64, from: u64, to: u64| {
                 let (i, j) = ((from - clba) as usize, (to - clba) as usize);
-                let dst = &mut d.data[i * bs..j * bs];
+                let dst = &mut d.data.make_mut()[i * bs..j * bs];
                 match data {
                     Some(src) => {
                         let o = ((from - lba) as usize) * bs;
@@ -1113,20 +1151,33 @@ impl Shared {
                 let (clba, cblocks) = self.chunk_range(c);
                 let from = lba.max(clba);
                 let to = (lba + blocks).min(clba + cblocks);
+                let len = cblocks as usize * bs;
+                // A chunk this write covers whole, of a large write: its piece of the data.
+                let piece = share.filter(|_| covered(c)).map(|whole| ChunkData::Shared {
+                    whole: whole.clone(),
+                    off: ((clba - lba) as usize) * bs,
+                    len,
+                });
                 if let Some(d) = cache.chunks.get_mut(&c) {
-                    put(d, clba, from, to);
+                    match piece {
+                        Some(p) => {
+                            d.data = p;
+                            d.state.fill(DATA);
+                        }
+                        None => put(d, clba, from, to),
+                    }
                     d.add_dep(port, seq);
                     continue;
                 }
-                let len = cblocks as usize * bs;
                 let mut d = if covered(c) {
                     // Covered whole by this write: no base, the new content as it is.
-                    let (content, st) = match data {
-                        Some(src) => {
+                    let (content, st) = match (piece, data) {
+                        (Some(p), _) => (p, DATA),
+                        (None, Some(src)) => {
                             let o = ((clba - lba) as usize) * bs;
-                            (src[o..o + len].to_vec(), DATA)
+                            (ChunkData::Owned(src[o..o + len].to_vec()), DATA)
                         }
-                        None => (vec![0u8; len], UNMAPPED),
+                        (None, None) => (ChunkData::Owned(vec![0u8; len]), UNMAPPED),
                     };
                     DirtyChunk {
                         data: content,
@@ -1139,7 +1190,7 @@ impl Shared {
                         None => vec![0u8; len],
                     };
                     let mut d = DirtyChunk {
-                        data: base,
+                        data: ChunkData::Owned(base),
                         state: smallvec::smallvec![CLEAN; cblocks as usize],
                         deps: Deps::new(),
                     };
@@ -1302,7 +1353,10 @@ impl Shared {
         // What to write, copied out under the cache lock: runs of consecutive fully written
         // chunks as one buffer each (one volume write per run), other chunks as snapshots.
         enum Op {
+            /// Consecutive fully written chunks, copied into one buffer.
             Run(u64, Vec<u8>),
+            /// Consecutive chunks that are pieces of one write's data: `whole[from..to]`.
+            Piece(u64, Bytes, usize, usize),
             Chunk(u64, DirtyChunk),
         }
         let mut ops: Vec<Op> = Vec::new();
@@ -1329,11 +1383,25 @@ impl Shared {
                     next = None;
                     continue;
                 }
-                match ops.last_mut() {
-                    Some(Op::Run(_, buf)) if next == Some(*c) => buf.extend_from_slice(&d.data),
-                    _ => {
+                let follows = next == Some(*c);
+                match (&d.data, ops.last_mut()) {
+                    (ChunkData::Shared { whole, off, len }, Some(Op::Piece(_, w, _, to)))
+                        if follows
+                            && w.as_ptr() == whole.as_ptr()
+                            && w.len() == whole.len()
+                            && *to == *off =>
+                    {
+                        *to += len;
+                    }
+                    (ChunkData::Shared { whole, off, len }, _) => {
+                        ops.push(Op::Piece(lba, whole.clone(), *off, off + len));
+                    }
+                    (ChunkData::Owned(data), Some(Op::Run(_, buf))) if follows => {
+                        buf.extend_from_slice(data)
+                    }
+                    (ChunkData::Owned(data), _) => {
                         let mut buf = Vec::with_capacity((c1 - c + 1) as usize * chunk_bytes);
-                        buf.extend_from_slice(&d.data);
+                        buf.extend_from_slice(data);
                         ops.push(Op::Run(lba, buf));
                     }
                 }
@@ -1341,8 +1409,12 @@ impl Shared {
             }
         }
         for op in &ops {
+            let origin = IoOrigin::default();
             match op {
-                Op::Run(lba, buf) => self.inner.write(IoOrigin::default(), *lba, buf, false)?,
+                Op::Run(lba, buf) => self.inner.write(origin, *lba, buf, false)?,
+                Op::Piece(lba, whole, from, to) => {
+                    self.inner.write(origin, *lba, &whole[*from..*to], false)?
+                }
                 Op::Chunk(lba, d) => d.apply(&*self.inner, *lba, self.block_size)?,
             }
         }
@@ -1654,7 +1726,7 @@ impl Shared {
     /// Current content of one chunk (dirty cache, else the volume).
     pub fn current_chunk(&self, c: u64) -> Result<Vec<u8>> {
         if let Some(d) = lock(&self.cache).chunks.get(&c) {
-            return Ok(d.data.clone());
+            return Ok(d.data.as_slice().to_vec());
         }
         let (lba, blocks) = self.chunk_range(c);
         let mut b = vec![0u8; blocks as usize * self.block_size];
@@ -1677,7 +1749,7 @@ impl Shared {
                 match cache.chunks.get(&c) {
                     Some(d) => {
                         let o = ((b - clba) as usize) * bs;
-                        dst.copy_from_slice(&d.data[o..o + dst.len()]);
+                        dst.copy_from_slice(&d.data.as_slice()[o..o + dst.len()]);
                         true
                     }
                     None => false,

@@ -95,9 +95,14 @@ pub(crate) fn write(lu: &LogicalUnit, ctx: &Ctx) -> CmdResult {
     let fua = verify || (!is_six(ctx.cdb) && byte(ctx.cdb, 1) & 0x08 != 0);
     // Write only the whole blocks the initiator actually sent.
     let have = (ctx.req.data_out.len() as u64 / bs).min(len);
-    let data = &ctx.req.data_out[..(have * bs) as usize];
+    let data = ctx.req.data_out.slice(..(have * bs) as usize);
+    if data.is_empty() {
+        return Ok(Reply::good());
+    }
     let _g = lu.io_lock.read().unwrap_or_else(|p| p.into_inner());
-    lu.write_blocks(ctx, lba, data, fua)?;
+    lu.store
+        .write_shared(ctx.origin(), lba, data, lu.effective_fua(fua))
+        .map_err(ScsiError::from_write)?;
     Ok(Reply::good())
 }
 

@@ -46,6 +46,18 @@ pub trait BlockStore: Send + Sync {
     /// Write whole blocks. With `fua`, the data is durable when this returns.
     fn write(&self, origin: IoOrigin, lba: u64, data: &[u8], fua: bool)
         -> Result<(), StorageError>;
+    /// The same as [`write`](Self::write) with the data as shared bytes: a store that keeps
+    /// written data for later (the journal's dirty cache) may hold on to them instead of
+    /// copying.
+    fn write_shared(
+        &self,
+        origin: IoOrigin,
+        lba: u64,
+        data: bytes::Bytes,
+        fua: bool,
+    ) -> Result<(), StorageError> {
+        self.write(origin, lba, &data, fua)
+    }
     /// Deallocate blocks (thin provisioning); they then read as zeros.
     fn unmap(&self, origin: IoOrigin, lba: u64, blocks: u64) -> Result<(), StorageError>;
     /// Make every completed write durable (SYNCHRONIZE CACHE).
