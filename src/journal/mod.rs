@@ -9,6 +9,7 @@
 //! - `partial`: one partial journal per port (I_T nexus), flushed into the primary journal.
 //! - `primary`: the primary journal: segment files plus a rebuildable sled index.
 //! - `cache`: the dirty cache of new data waiting for its journal entries to be durable.
+//! - `hit_cache`: what index walks of point-in-time reads found, for the next reads.
 //! - [`changes`]: which extents were written since a point, and the settled stamp (replication).
 //! - [`store`]: [`JournaledStore`], the write path, recovery, bookmarks, restore.
 //! - [`view`]: point-in-time read-only views.
@@ -24,6 +25,7 @@ pub mod changes;
 pub mod clock;
 mod config;
 mod error;
+mod hit_cache;
 pub mod merge;
 mod metalog;
 mod partial;

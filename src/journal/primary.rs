@@ -11,6 +11,7 @@
 //! up from there (or from 0 when the index is lost or inconsistent).
 
 use super::error::{JournalError, Result};
+use super::hit_cache::HitCache;
 use super::partial::{sync_dir, write_all_parts};
 use super::record::{
     check_version, decode_entry_head, decode_record, encode_entry_head, encode_record,
@@ -468,6 +469,8 @@ pub(crate) struct PrimaryJournal {
     recent: Mutex<Vec<(Loc, Arc<Entry>)>>,
     /// Recently read record heads (format version 4).
     heads: Mutex<HeadCache>,
+    /// What the index walks of point-in-time reads found (bumped on every index change).
+    hits: HitCache,
 }
 
 /// What `open` found.
@@ -635,6 +638,7 @@ impl PrimaryJournal {
             readers: Mutex::new(HashMap::new()),
             recent: Mutex::new(Vec::new()),
             heads: Mutex::new(HeadCache::default()),
+            hits: HitCache::default(),
         };
         if !rebuild && !pj.index.contains_key(COUNT_KEY)? && !pj.index.is_empty() {
             // An index from before the running count: count it once.
@@ -744,6 +748,7 @@ impl PrimaryJournal {
             }
             batch.insert(COUNT_KEY, &(self.count()? + added).to_be_bytes()[..]);
             self.index.apply_batch(batch)?;
+            self.hits.changed();
             if let Some(t) = &scan.tail {
                 tracing::warn!(
                     "journal segment {} ends in a bad record at {}: {}",
@@ -772,6 +777,7 @@ impl PrimaryJournal {
     /// Drop the sled index and rebuild it from the segment files.
     pub fn rebuild_index(&self) -> Result<PrimaryRecovery> {
         self.index.clear()?;
+        self.hits.changed();
         self.failed.clear()?;
         self.windows.clear()?;
         self.index.insert(COUNT_KEY, &0u64.to_be_bytes())?;
@@ -904,6 +910,7 @@ impl PrimaryJournal {
         // Keys are (extent, ts, port, seq) of new writes: each is new to the index.
         batch.insert(COUNT_KEY, &(self.count()? + chunks).to_be_bytes()[..]);
         self.index.apply_batch(batch)?;
+        self.hits.changed();
         for &(e, status) in entries {
             self.note_entry(e, status)?;
         }
@@ -1260,6 +1267,72 @@ impl PrimaryJournal {
         Ok(out)
     }
 
+    /// [`first_after_range`](Self::first_after_range) for point-in-time reads: each extent is
+    /// answered from the [`HitCache`] when it knows the asked chunks, else by a walk of the
+    /// extent that also notes the first entries of the other chunks it passes, up to
+    /// `EXTRA_KEYS` keys beyond the last asked one.
+    pub fn first_after_range_cached(
+        &self,
+        c0: u64,
+        c1: u64,
+        ts: u64,
+    ) -> Result<Vec<Option<IndexHit>>> {
+        const EXTRA_KEYS: u32 = 32;
+        const ALL: u32 = (1 << EXTENT_CHUNKS) - 1;
+        let n = (c1 - c0 + 1) as usize;
+        let mut out = vec![None; n];
+        if ts == u64::MAX {
+            return Ok(out);
+        }
+        for x in extent_of(c0).0..=extent_of(c1).0 {
+            let first = c0.max(x * EXTENT_CHUNKS);
+            let last = c1.min(x * EXTENT_CHUNKS + EXTENT_CHUNKS - 1);
+            let (from, to) = (first - x * EXTENT_CHUNKS, last - x * EXTENT_CHUNKS);
+            let want = (((1u64 << (to - from + 1)) - 1) << from) as u32;
+            let hits = match self.hits.get(ts, x, want) {
+                Some(h) => h,
+                None => {
+                    let generation = self.hits.generation();
+                    let mut hits = [None; EXTENT_CHUNKS as usize];
+                    let mut known = 0u32;
+                    let mut extra = 0;
+                    let lo = index_key(x, ts + 1, 0, 0, 0);
+                    let hi = index_key(x, u64::MAX, u64::MAX, u64::MAX, u8::MAX);
+                    let mut walk = self.index.range(lo..=hi);
+                    loop {
+                        let Some(kv) = walk.next() else {
+                            // No more entries after `ts` in this extent.
+                            known = ALL;
+                            break;
+                        };
+                        let (k, v) = kv?;
+                        let (_, kts, port, seq) = parse_key(&k).ok_or_else(|| self.bad_index())?;
+                        let loc = Loc::decode(&v).ok_or_else(|| self.bad_index())?;
+                        let mut new = loc.mask() & !known;
+                        known |= new;
+                        while new != 0 {
+                            let k = u64::from(new.trailing_zeros());
+                            new &= new - 1;
+                            hits[k as usize] = loc.for_chunk(k).map(|l| ((kts, port, seq), l));
+                        }
+                        if known & want == want {
+                            extra += 1;
+                            if known == ALL || extra > EXTRA_KEYS {
+                                break;
+                            }
+                        }
+                    }
+                    self.hits.put(ts, x, generation, known, hits);
+                    hits
+                }
+            };
+            for c in first..=last {
+                out[(c - c0) as usize] = hits[(c - x * EXTENT_CHUNKS) as usize];
+            }
+        }
+        Ok(out)
+    }
+
     fn bad_index(&self) -> JournalError {
         JournalError::Corrupt {
             file: "index".into(),
@@ -1561,6 +1634,7 @@ impl PrimaryJournal {
         let n = self.count()?.saturating_sub(chunks);
         b.insert(COUNT_KEY, &n.to_be_bytes()[..]);
         self.index.apply_batch(b)?;
+        self.hits.changed();
         Ok(())
     }
 
@@ -1779,7 +1853,29 @@ mod tests {
                 }
                 es.push(multi(1000 + i as u64 * 100 + 50, c * 8, *n, i as u8, None));
             }
-            p.append(&es).unwrap();
+            // Half the records now, half after the first probes: the cached lookups must see
+            // the second half (the append changes the index generation).
+            let half = es.len() / 2;
+            p.append(&es[..half]).unwrap();
+            let brute_upto = |c: u64, ts: u64, upto: usize| {
+                es[..upto].iter()
+                    .filter(|e| e.ts > ts && (e.first_chunk()..e.first_chunk() + u64::from(e.chunks())).contains(&c))
+                    .min_by_key(|e| (e.ts, e.port, e.seq))
+                    .map(|e| (e.ts, (c - e.first_chunk()) as u32))
+            };
+            for (a, b, t) in probes.iter().copied() {
+                let (c0, c1) = (a.min(b), a.max(b));
+                let ts = 1000 + t * 100;
+                // Twice: the second answer comes from the cache where the first walk noted it.
+                for _ in 0..2 {
+                    let got = p.first_after_range_cached(c0, c1, ts).unwrap();
+                    for c in c0..=c1 {
+                        let hit = got[(c - c0) as usize].map(|((ts, _, _), l)| (ts, l.idx));
+                        proptest::prop_assert_eq!(hit, brute_upto(c, ts, half), "cached, chunk {} after {}", c, ts);
+                    }
+                }
+            }
+            p.append(&es[half..]).unwrap();
             let brute = |c: u64, ts: u64| {
                 es.iter()
                     .filter(|e| e.ts > ts && (e.first_chunk()..e.first_chunk() + u64::from(e.chunks())).contains(&c))
@@ -1796,6 +1892,13 @@ mod tests {
                     proptest::prop_assert_eq!(hit, want, "chunk {} after {}", c, ts);
                     let one = p.first_after(c, ts).unwrap().map(|((ts, _, _), l)| (ts, l.idx));
                     proptest::prop_assert_eq!(one, want);
+                }
+                for _ in 0..2 {
+                    let got = p.first_after_range_cached(c0, c1, ts).unwrap();
+                    for c in c0..=c1 {
+                        let hit = got[(c - c0) as usize].map(|((ts, _, _), l)| (ts, l.idx));
+                        proptest::prop_assert_eq!(hit, brute(c, ts), "cached after the second append, chunk {} after {}", c, ts);
+                    }
                 }
             }
         }

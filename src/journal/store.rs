@@ -1903,7 +1903,7 @@ impl Shared {
                 }
             }
         }
-        let hits = self.primary.first_after_range(c0, c1, ts)?;
+        let hits = self.primary.first_after_range_cached(c0, c1, ts)?;
         let mut out = Vec::with_capacity(n);
         for (i, (hit, partial)) in hits.into_iter().zip(best).enumerate() {
             let c = c0 + i as u64;
