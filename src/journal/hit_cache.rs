@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Extents (of `EXTENT_CHUNKS` chunks) kept at most.
-pub(crate) const MAX_EXTENTS: usize = 8192;
+pub(crate) const MAX_EXTENTS: usize = 16384;
 
 /// Per chunk of an extent: its first index hit after the point (None: nothing after it).
 pub(crate) type ExtentHits = [Option<IndexHit>; EXTENT_CHUNKS as usize];

@@ -1277,7 +1277,7 @@ impl PrimaryJournal {
         c1: u64,
         ts: u64,
     ) -> Result<Vec<Option<IndexHit>>> {
-        const EXTRA_KEYS: u32 = 32;
+        const EXTRA_KEYS: u32 = 16;
         const ALL: u32 = (1 << EXTENT_CHUNKS) - 1;
         let n = (c1 - c0 + 1) as usize;
         let mut out = vec![None; n];
