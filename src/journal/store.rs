@@ -966,9 +966,10 @@ impl Shared {
     ///
     /// Its journal entry ends with the outcome the caller gets: `Ok`, or `Failed` when the
     /// command fails after its old data was journaled (the FUA write-through, or a commit it
-    /// waits for as back-pressure). A command that fails before (reading the old data, or
-    /// appending to the partial journal) has no entry: nothing was journaled and nothing
-    /// changed.
+    /// waits for as back-pressure). A command that fails before (reading the old data) has no
+    /// entry: nothing was journaled and nothing changed. The entry is held in memory and
+    /// written to the port's file with a later batch; a failure there shows at the next
+    /// commit (see `rescue_port`).
     fn change(
         &self,
         port: u64,
