@@ -268,7 +268,7 @@ impl PartialJournal {
     /// current segment file (a failure is written at once, with the entry if need be). If a
     /// rotation already handed the entry to the primary journal (with the status it had then),
     /// the outcome is also kept for the primary: the next flush of this port appends it there
-    /// ([`take_late`](Self::take_late)).
+    /// ([`late`](Self::late), [`forget_late`](Self::forget_late)).
     pub fn set_status(
         &mut self,
         ts: u64,
@@ -309,15 +309,11 @@ impl PartialJournal {
         Ok(())
     }
 
-    /// Outcomes waiting for the primary journal (see `set_status`).
-    pub fn take_late(&mut self) -> Vec<StatusUpdate> {
-        std::mem::take(&mut self.late)
-    }
-
-    /// Put outcomes back that the primary could not take.
-    pub fn restore_late(&mut self, mut late: Vec<StatusUpdate>) {
-        late.append(&mut self.late);
-        self.late = late;
+    /// The first `n` outcomes of [`late`](Self::late) are in the primary journal now. They
+    /// leave the port only then, so that a reader of the outcomes (`failed_writes`: the ports
+    /// first, then the primary) always finds them in one or the other.
+    pub fn forget_late(&mut self, n: usize) {
+        self.late.drain(..n.min(self.late.len()));
     }
 
     pub fn has_late(&self) -> bool {
@@ -676,7 +672,8 @@ mod tests {
         p.finish_flush(&r);
         let s3 = p.append(300, vec![entry(16, 3)]);
         p.set_status(300, s3, Status::Failed, 16, 8).unwrap();
-        let late = p.take_late();
+        let late = p.late().to_vec();
+        p.forget_late(late.len());
         assert_eq!(
             late.iter()
                 .map(|u| (u.seq, u.status, u.lba, u.blocks))

@@ -1512,15 +1512,19 @@ impl Shared {
     /// Append the port's outcomes that wait for the primary journal (their entries are there,
     /// or go there first: see `PartialJournal::set_status`). The caller holds the flush lock.
     fn flush_late(&self, pj: &Mutex<PartialJournal>) -> Result<()> {
-        let late = lock(pj).take_late();
-        if late.is_empty() {
+        let records: Vec<Record> = lock(pj)
+            .late()
+            .iter()
+            .copied()
+            .map(Record::Status)
+            .collect();
+        if records.is_empty() {
             return Ok(());
         }
-        let records: Vec<Record> = late.iter().copied().map(Record::Status).collect();
-        if let Err(e) = self.primary.append_records(&records) {
-            lock(pj).restore_late(late);
-            return Err(e);
-        }
+        // The outcomes stay on the port until the primary has noted them (outcomes recorded
+        // meanwhile are appended behind them).
+        self.primary.append_records(&records)?;
+        lock(pj).forget_late(records.len());
         Ok(())
     }
 
