@@ -79,6 +79,9 @@ pub(crate) struct PartialJournal {
     /// the primary's fsync makes them durable), and the last seq it holds. A commit before
     /// that flush is done fsyncs it too.
     in_flight: Option<(Arc<File>, u64)>,
+    /// Rotated files whose flush into the primary failed: their entries are still held (and
+    /// go with the next rotation), the files stay until that flush is done.
+    superseded: Vec<PathBuf>,
     /// Per chunk: the entry holding its old data.
     pub entries: BTreeMap<PartialKey, Arc<Entry>>,
     /// The entries in append order (each once).
@@ -107,6 +110,9 @@ pub(crate) struct Rotated {
     /// The rotated file can become a primary segment as it is: it holds every entry handed
     /// out (at `places`, same order) and nothing torn.
     pub adoptable: Option<Adoptable>,
+    /// Files of earlier rotations whose flush failed: their entries are among `entries`, so
+    /// once this flush is done they hold nothing the primary journal lacks and are deleted.
+    pub superseded: Vec<PathBuf>,
 }
 
 /// A rotated partial file that holds exactly the rotated entries, whole.
@@ -160,6 +166,7 @@ impl PartialJournal {
             pending_bytes: 0,
             synced_seq: 0,
             blocked: None,
+            superseded: Vec::new(),
             in_flight: None,
             entries: BTreeMap::new(),
             writes: Vec::new(),
@@ -422,6 +429,7 @@ impl PartialJournal {
             entries,
             upto_seq: self.next_seq,
             adoptable,
+            superseded: std::mem::take(&mut self.superseded),
         })
     }
 
@@ -463,6 +471,12 @@ impl PartialJournal {
     /// partial file instead (they stay here and go to the primary with the next flush). If
     /// that fsync fails too, their new data waits for a flush that works (`blocked`).
     pub fn flush_failed(&mut self, r: &Rotated) {
+        // The rotated files stay until a flush takes their entries (an adopted one that was
+        // moved into the primary already is no longer here).
+        self.superseded.extend(r.superseded.iter().cloned());
+        if r.old_path.exists() {
+            self.superseded.push(r.old_path.clone());
+        }
         let Some((f, upto)) = self.in_flight.clone() else {
             return;
         };
@@ -647,12 +661,40 @@ mod tests {
         );
         let (files, upto) = p.commit_target().unwrap().unwrap();
         assert_eq!((files.len(), upto), (1, 3));
-        // The next flush takes all three.
+        // The next flush takes all three, and with them the file of the failed one.
         let r2 = p.rotate().unwrap();
         assert_eq!(r2.entries.len(), 3);
+        assert_eq!(r2.superseded, vec![r.old_path.clone()]);
+        assert!(r.old_path.exists(), "kept until a flush takes its entries");
         p.finish_flush(&r2);
         assert_eq!(p.synced_seq, 3);
         assert!(p.commit_target().unwrap().is_none());
+    }
+
+    /// Files of rotations whose flush failed pile up until one works, and are handed out with
+    /// it: the caller deletes them once the primary holds their entries.
+    #[test]
+    fn files_of_failed_flushes_go_with_the_next_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = PartialJournal::create(dir.path(), 3, 4096, 0).unwrap();
+        p.append(100, vec![entry(0, 1)]);
+        let r1 = p.rotate().unwrap();
+        assert!(r1.superseded.is_empty());
+        p.flush_failed(&r1);
+        p.append(200, vec![entry(8, 2)]);
+        let r2 = p.rotate().unwrap();
+        assert_eq!(r2.superseded, vec![r1.old_path.clone()]);
+        p.flush_failed(&r2);
+        let r3 = p.rotate().unwrap();
+        assert_eq!(r3.entries.len(), 2);
+        assert_eq!(
+            r3.superseded,
+            vec![r1.old_path.clone(), r2.old_path.clone()]
+        );
+        p.finish_flush(&r3);
+        // A later rotation hands out nothing of them again.
+        p.append(300, vec![entry(16, 3)]);
+        assert!(p.rotate().unwrap().superseded.is_empty());
     }
 
     /// An outcome recorded after a rotation handed its entry to the primary (or after the

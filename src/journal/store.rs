@@ -1486,6 +1486,15 @@ impl Shared {
         if !adopted {
             std::fs::remove_file(&rotated.old_path)?;
         }
+        if !rotated.superseded.is_empty() {
+            for f in &rotated.superseded {
+                match std::fs::remove_file(f) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
+            }
+            super::partial::sync_dir(&self.partial_dir)?;
+        }
         // Outcomes recorded after the rotation follow their entries into the primary.
         self.flush_late(pj)?;
         // Everything this port journaled is durable in the primary again: it is resynchronised.
