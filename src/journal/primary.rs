@@ -338,6 +338,14 @@ pub(crate) fn extent_of(chunk: u64) -> (u64, u64) {
     (chunk / EXTENT_CHUNKS, chunk % EXTENT_CHUNKS)
 }
 
+/// The chunks of `c0..=c1` within extent `x`, as a mask of the extent's chunks (bit k = its
+/// chunk k). `x` must overlap the range.
+fn extent_mask(x: u64, c0: u64, c1: u64) -> u32 {
+    let from = c0.max(x * EXTENT_CHUNKS) - x * EXTENT_CHUNKS;
+    let to = c1.min(x * EXTENT_CHUNKS + EXTENT_CHUNKS - 1) - x * EXTENT_CHUNKS;
+    (((1u64 << (to - from + 1)) - 1) << from) as u32
+}
+
 /// How many recently read records `read_entry` keeps decoded: reading a view chunk by chunk
 /// then reads and checksums each multi-chunk record once, not once per chunk.
 const RECORD_CACHE: usize = 8;
@@ -1213,11 +1221,7 @@ impl PrimaryJournal {
         let mut x = x0;
         let mut it = self.index.range(index_key(x, ts + 1, 0, 0, 0)..=hi);
         // Chunks of extent `x` within the range not answered yet.
-        let wanted = |x: u64| -> u32 {
-            let from = c0.max(x * EXTENT_CHUNKS) - x * EXTENT_CHUNKS;
-            let to = c1.min(x * EXTENT_CHUNKS + EXTENT_CHUNKS - 1) - x * EXTENT_CHUNKS;
-            (((1u64 << (to - from + 1)) - 1) << from) as u32
-        };
+        let wanted = |x: u64| extent_mask(x, c0, c1);
         let mut open = wanted(x);
         let mut skipped = 0;
         while x <= x1 {
@@ -1285,10 +1289,11 @@ impl PrimaryJournal {
             return Ok(out);
         }
         for x in extent_of(c0).0..=extent_of(c1).0 {
-            let first = c0.max(x * EXTENT_CHUNKS);
-            let last = c1.min(x * EXTENT_CHUNKS + EXTENT_CHUNKS - 1);
-            let (from, to) = (first - x * EXTENT_CHUNKS, last - x * EXTENT_CHUNKS);
-            let want = (((1u64 << (to - from + 1)) - 1) << from) as u32;
+            let (first, last) = (
+                c0.max(x * EXTENT_CHUNKS),
+                c1.min(x * EXTENT_CHUNKS + EXTENT_CHUNKS - 1),
+            );
+            let want = extent_mask(x, c0, c1);
             let hits = match self.hits.get(ts, x, want) {
                 Some(h) => h,
                 None => {
