@@ -8,7 +8,7 @@
 use super::error::Result;
 use super::primary::{index_key, KEY_LEN};
 use super::record::{MergedWindow, Record};
-use super::store::Shared;
+use super::store::{lock, Shared};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -134,7 +134,13 @@ impl Shared {
         if let Err(e) = self.flush_all_ports() {
             tracing::warn!("merge: partial journals not flushed first: {e}");
         }
-        let _f = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // One merge at a time. The index walks below run without the flush lock, so that
+        // flushes (and the writes waiting on them) go on; the lock is taken for each change
+        // of the index. Keys a flush adds meanwhile are newer than this merge's stamp or, if
+        // older, merely kept until the next merge; none of them points into a segment that
+        // existed when the merge began, other than the active one, so the segments this merge
+        // may delete are those before the active one at its start.
+        let _m = lock(&self.merge_lock);
         let policy = &self.cfg.retention;
         let now = self.clock.stamp();
         let mut horizon = policy.horizon(now);
@@ -142,15 +148,19 @@ impl Shared {
         if let Some(q) = quota_horizon {
             horizon = horizon.max(q);
         }
-        // Record the intent first: views resolve against it, so a merge cut short leaves views
-        // rounding to window starts, which stay correct.
-        self.metalog
-            .append(&super::metalog::Op::Merge { now, horizon }, true)?;
-        self.primary.meta.insert("merge_now", &now.to_be_bytes())?;
-        self.primary
-            .meta
-            .insert("horizon", &horizon.to_be_bytes())?;
-        self.primary.flush_index()?;
+        let active_at_start = {
+            let _f = lock(&self.flush_lock);
+            // Record the intent first: views resolve against it, so a merge cut short leaves
+            // views rounding to window starts, which stay correct.
+            self.metalog
+                .append(&super::metalog::Op::Merge { now, horizon }, true)?;
+            self.primary.meta.insert("merge_now", &now.to_be_bytes())?;
+            self.primary
+                .meta
+                .insert("horizon", &horizon.to_be_bytes())?;
+            self.primary.flush_index()?;
+            self.primary.segments()?.1
+        };
 
         let mut report = MergeReport {
             now,
@@ -170,6 +180,10 @@ impl Shared {
         // Per merged window `(start, end]`: the ports that wrote in it.
         let mut writers: BTreeMap<(u64, u64), BTreeSet<u64>> = BTreeMap::new();
         for item in self.primary.iter_index() {
+            #[cfg(test)]
+            if let Some(hook) = lock(&self.merge_walk_hook).take() {
+                hook();
+            }
             let ((extent, ts, port, seq), loc) = item?;
             report.scanned += u64::from(loc.n);
             let dead = if ts <= horizon {
@@ -194,6 +208,7 @@ impl Shared {
                 drop_keys.push((index_key(extent, ts, port, seq, loc.lo), loc.n));
                 dropped_chunks += u64::from(loc.n);
                 if drop_keys.len() >= 10_000 {
+                    let _f = lock(&self.flush_lock);
                     self.primary.remove_keys(&drop_keys)?;
                     drop_keys.clear();
                 }
@@ -202,6 +217,7 @@ impl Shared {
             }
         }
         report.dropped = dropped_chunks;
+        let _f = lock(&self.flush_lock);
         // The merged windows' port validity goes into the journal before their entries are
         // thinned out: the kept entries stand for the window, the record says whether they are
         // complete.
@@ -215,7 +231,7 @@ impl Shared {
         let (segs, active) = self.primary.segments()?;
         let doomed: Vec<u64> = segs
             .into_iter()
-            .filter(|seg| *seg != active && !live.contains_key(seg))
+            .filter(|seg| *seg != active && *seg < active_at_start && !live.contains_key(seg))
             .collect();
         // Window records still in force move out of segments about to go (they are small).
         let moving: Vec<Record> = self

@@ -26,7 +26,7 @@ const LOCK_STRIPES: usize = 256;
 /// Most bytes of one UNMAP journaled as one change (see `JournaledStore::unmap`).
 const MAX_UNMAP_PIECE: u64 = 16 << 20;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -89,8 +89,15 @@ pub(crate) struct Shared {
     gen: AtomicU64,
     durable_gen: AtomicU64,
     sync_lock: Mutex<()>,
-    /// Serializes flushes of partial journals into the primary with merges.
+    /// Serializes the changes of the primary journal's index: flushes of partial journals
+    /// into it, and the removals and segment deletions of a merge (whose index walk runs
+    /// without it, so that writes go on during a merge).
     pub flush_lock: Mutex<()>,
+    /// One merge (or index rebuild) at a time. Taken before `flush_lock`, never after it.
+    pub merge_lock: Mutex<()>,
+    /// Test hook: run once when a merge's index walk reaches its first key.
+    #[cfg(test)]
+    pub(crate) merge_walk_hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     wake: (Mutex<bool>, Condvar),
     bookmarks: sled::Tree,
     marks: sled::Tree,
@@ -195,10 +202,24 @@ fn load_metadata(
     Ok((opened.log, opened.cut))
 }
 
+/// Tell the background threads to stop and wait for them.
+fn stop_threads(shared: &Shared, threads: Vec<JoinHandle<()>>) {
+    {
+        let mut stop = lock(&shared.wake.0);
+        *stop = true;
+        shared.wake.1.notify_all();
+    }
+    for h in threads {
+        let _ = h.join();
+    }
+}
+
 /// The journaling wrapper around a volume.
 pub struct JournaledStore {
     shared: Arc<Shared>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
+    /// The background threads: the flusher (commits, batches, flushes into the primary) and
+    /// the merger (retention and space merges).
+    flusher: Mutex<Vec<JoinHandle<()>>>,
     recovery: RecoveryReport,
     /// Set by the `crash` test hook: drop without the shutdown flush.
     crashed: std::sync::atomic::AtomicBool,
@@ -318,6 +339,9 @@ impl JournaledStore {
             durable_gen: AtomicU64::new(0),
             sync_lock: Mutex::new(()),
             flush_lock: Mutex::new(()),
+            merge_lock: Mutex::new(()),
+            #[cfg(test)]
+            merge_walk_hook: Mutex::new(None),
             wake: (Mutex::new(false), Condvar::new()),
             bookmarks,
             marks,
@@ -332,9 +356,20 @@ impl JournaledStore {
         let flusher = std::thread::Builder::new()
             .name("journal-flusher".into())
             .spawn(move || bg.flusher_loop())?;
+        let bg = shared.clone();
+        let merger = std::thread::Builder::new()
+            .name("journal-merger".into())
+            .spawn(move || bg.merger_loop());
+        let merger = match merger {
+            Ok(m) => m,
+            Err(e) => {
+                stop_threads(&shared, vec![flusher]);
+                return Err(e.into());
+            }
+        };
         Ok(JournaledStore {
             shared,
-            flusher: Mutex::new(Some(flusher)),
+            flusher: Mutex::new(vec![flusher, merger]),
             crashed: std::sync::atomic::AtomicBool::new(false),
             recovery: report,
         })
@@ -652,6 +687,8 @@ impl JournaledStore {
 
     /// Drop the index and rebuild it from the segment files.
     pub fn rebuild_index(&self) -> Result<PrimaryRecovery> {
+        // Not during a merge's walk: it would miss keys and take their segments for dead.
+        let _m = lock(&self.shared.merge_lock);
         let _g = lock(&self.shared.flush_lock);
         self.shared.primary.rebuild_index()
     }
@@ -673,14 +710,8 @@ impl JournaledStore {
     }
 
     fn stop_flusher(&self) {
-        {
-            let mut stop = lock(&self.shared.wake.0);
-            *stop = true;
-            self.shared.wake.1.notify_all();
-        }
-        if let Some(h) = lock(&self.flusher).take() {
-            let _ = h.join();
-        }
+        let threads = std::mem::take(&mut *lock(&self.flusher));
+        stop_threads(&self.shared, threads);
     }
 
     /// Test hook: record `port` invalid from `since` (as a failed append or commit does), or
@@ -691,6 +722,19 @@ impl JournaledStore {
             Some(since) => self.shared.mark_invalid(port, since),
             None => self.shared.mark_valid(port),
         }
+    }
+
+    /// Test hook: the index's chunk versions counted by walking it (`primary_entries` is the
+    /// running count).
+    #[cfg(test)]
+    pub(crate) fn index_walk_len(&self) -> usize {
+        self.shared.primary.walk_len()
+    }
+
+    /// Test hook: `f` runs once when the next merge's index walk reaches its first key.
+    #[cfg(test)]
+    pub(crate) fn set_merge_walk_hook(&self, f: impl FnOnce() + Send + 'static) {
+        *lock(&self.shared.merge_walk_hook) = Some(Box::new(f));
     }
 
     /// Test hook: ask `probe` instead of the filesystem how much space is free.
@@ -1546,31 +1590,44 @@ impl Shared {
 
     fn flusher_loop(self: Arc<Self>) {
         let interval = self.cfg.commit_interval.0;
+        let mut errors = ErrorLog::default();
+        while self.wait_or_stop(interval) {
+            if let Err(e) = self.background_round() {
+                errors.report("journal background commit failed", &e);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Wait up to `timeout` or until kicked; false once the journal is closing.
+    fn wait_or_stop(&self, timeout: Duration) -> bool {
+        let stop = lock(&self.wake.0);
+        if *stop {
+            return false;
+        }
+        let (stop, _) = self
+            .wake
+            .1
+            .wait_timeout(stop, timeout)
+            .unwrap_or_else(|p| p.into_inner());
+        !*stop
+    }
+
+    /// Merges on their own thread: a merge walks the whole index, which takes seconds at
+    /// millions of entries, and the flusher's rounds (and so the writes) must not wait for it.
+    fn merger_loop(self: Arc<Self>) {
         let merge_every = self.cfg.merge_interval.0;
         let mut last_merge = Instant::now();
         let mut last_space_check = Instant::now();
         // Space merges that freed nothing are retried only this often (each scans the index).
         let mut space_backoff = Duration::ZERO;
         let mut errors = ErrorLog::default();
-        loop {
-            {
-                let stop = lock(&self.wake.0);
-                if *stop {
-                    return;
-                }
-                let (stop, _) = self
-                    .wake
-                    .1
-                    .wait_timeout(stop, interval)
-                    .unwrap_or_else(|p| p.into_inner());
-                if *stop {
-                    return;
-                }
-            }
-            if let Err(e) = self.background_round() {
-                errors.report("journal background commit failed", &e);
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        let tick = Duration::from_millis(100).min(if merge_every.is_zero() {
+            Duration::MAX
+        } else {
+            merge_every
+        });
+        while self.wait_or_stop(tick) {
             let mut merge_now = !merge_every.is_zero() && last_merge.elapsed() >= merge_every;
             let space_merge = !merge_now
                 && self.cfg.min_free_percent > 0

@@ -1041,6 +1041,73 @@ fn merge_keeps_a_record_alive_for_one_chunk() {
     );
 }
 
+/// A merge walks the index without holding up flushes: while its walk is paused, writes go
+/// on and partial journals flush into the primary, into segments made during the merge. The
+/// merge then deletes only segments it walked, so the history written meanwhile stays exact.
+#[test]
+fn writes_and_flushes_go_on_during_a_merge_walk() {
+    use std::sync::mpsc;
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = 4096u64;
+    let vol = MemStore::new(blocks);
+    prefill(&vol, blocks);
+    let wall = FakeWall::new(10_000_000_001);
+    let js =
+        JournaledStore::open_with_clock(dir.path(), vol.clone(), test_cfg(), wall.clone()).unwrap();
+    // History for the merge to thin out: 600 versions of chunks 500 and 501 in one 2 ms
+    // window, spread over many segments. Their keys sort after those of the writes made
+    // during the merge (lower chunks), so the walk, paused at its first key, never sees those.
+    for i in 0..600u32 {
+        js.write(
+            port(1),
+            (500 + u64::from(i % 2)) * 8,
+            &vec![i as u8; 8 * BS],
+            false,
+        )
+        .unwrap();
+    }
+    js.flush_partials().unwrap();
+    wall.advance(50_000);
+    let (started_tx, started) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel::<()>();
+    js.set_merge_walk_hook(move || {
+        started_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+    });
+    std::thread::scope(|s| {
+        let merge = s.spawn(|| js.merge());
+        started
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the merge walks the index");
+        // Meanwhile: 300 writes of port 2 (1.2 MiB of old data, more than a segment) and a
+        // flush of every partial journal into the primary.
+        let before = read_all(&js);
+        let t_before = js.last_stamp();
+        let (done_tx, done) = mpsc::channel();
+        let js = &js;
+        s.spawn(move || {
+            for c in 100..400u64 {
+                js.write(port(2), c * 8, &vec![0xee; 8 * BS], false)
+                    .unwrap();
+            }
+            js.flush_partials().unwrap();
+            done_tx.send(()).unwrap();
+        });
+        let went_on = done.recv_timeout(Duration::from_secs(20)).is_ok();
+        go.send(()).unwrap();
+        assert!(went_on, "writes and flushes waited for the merge's walk");
+        let report = merge.join().unwrap().unwrap();
+        assert!(report.dropped >= 598, "{report:?}");
+        assert!(!report.segments_deleted.is_empty(), "{report:?}");
+        // The history written during the merge is whole: its segments were not deleted.
+        assert_eq!(read_all(&*js.view_at(t_before).unwrap()), before);
+        let mut after = before.clone();
+        after[100 * 8 * BS..400 * 8 * BS].fill(0xee);
+        assert_eq!(read_all(js), after);
+        assert_eq!(js.primary_entries(), js.index_walk_len(), "running count");
+    });
+}
+
 /// Replication's use of change tracking, without the network: a mirror that only ever copies
 /// the extents `take` lists, read from the view at a settled point, equals that view after
 /// every round and equals the volume at the end, while four ports write and unmap at random.
