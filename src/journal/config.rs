@@ -24,6 +24,8 @@ pub struct JournalConfig {
     /// Journal granularity in bytes (old data is saved per chunk); raised to the block size.
     pub chunk_size: u32,
     /// How often the background merge applies the retention policy (0 = only on request).
+    /// After a merge that took `d`, the next one also waits at least `9 d`, so merges of a
+    /// big index take at most about a tenth of one CPU.
     pub merge_interval: HumanDuration,
     pub retention: RetentionPolicy,
     /// Most bytes the journal's primary segments may take on disk (0 = no quota). Past it, the

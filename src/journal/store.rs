@@ -23,6 +23,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const LOCK_STRIPES: usize = 256;
+/// A timed merge waits at least this many times as long as the last merge took.
+const MERGE_SPACING: u32 = 9;
+
+/// How long after the start of the last timed merge, which took `took`, the next one is due.
+fn merge_due(every: Duration, took: Duration) -> Duration {
+    every.max(took.saturating_mul(MERGE_SPACING + 1))
+}
 /// Most bytes of one UNMAP journaled as one change (see `JournaledStore::unmap`).
 const MAX_UNMAP_PIECE: u64 = 16 << 20;
 
@@ -1615,9 +1622,13 @@ impl Shared {
 
     /// Merges on their own thread: a merge walks the whole index, which takes seconds at
     /// millions of entries, and the flusher's rounds (and so the writes) must not wait for it.
+    /// A timed merge starts `merge_interval` after the last one began, or
+    /// [`MERGE_SPACING`] times as long as the last one took after it ended, whichever is
+    /// later, so that merges take at most about a tenth of one CPU however big the index.
     fn merger_loop(self: Arc<Self>) {
         let merge_every = self.cfg.merge_interval.0;
         let mut last_merge = Instant::now();
+        let mut last_took = Duration::ZERO;
         let mut last_space_check = Instant::now();
         // Space merges that freed nothing are retried only this often (each scans the index).
         let mut space_backoff = Duration::ZERO;
@@ -1628,7 +1639,8 @@ impl Shared {
             merge_every
         });
         while self.wait_or_stop(tick) {
-            let mut merge_now = !merge_every.is_zero() && last_merge.elapsed() >= merge_every;
+            let mut merge_now =
+                !merge_every.is_zero() && last_merge.elapsed() >= merge_due(merge_every, last_took);
             let space_merge = !merge_now
                 && self.cfg.min_free_percent > 0
                 && last_space_check.elapsed() >= Duration::from_secs(1).max(space_backoff)
@@ -1639,7 +1651,9 @@ impl Shared {
             merge_now |= space_merge;
             if merge_now {
                 last_merge = Instant::now();
-                match self.merge() {
+                let r = self.merge();
+                last_took = last_merge.elapsed();
+                match r {
                     Ok(r) => {
                         space_backoff = if space_merge && r.segments_deleted.is_empty() {
                             Duration::from_secs(30)
@@ -2234,5 +2248,26 @@ impl Shared {
             self.marks.remove(k)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod merge_schedule_tests {
+    use super::merge_due;
+    use std::time::Duration;
+
+    #[test]
+    fn merges_are_spaced_by_their_own_duration() {
+        let s = Duration::from_secs;
+        // Quick merges keep to the interval.
+        assert_eq!(merge_due(s(60), Duration::from_millis(300)), s(60));
+        // A 20 s merge (10 million entries) starts the next one 200 s after it began: 180 s
+        // of the 200 s without a merge.
+        assert_eq!(merge_due(s(60), s(20)), s(200));
+        assert_eq!(
+            merge_due(s(60), Duration::MAX),
+            Duration::MAX,
+            "no overflow"
+        );
     }
 }
