@@ -760,6 +760,16 @@ impl JournaledStore {
             .count()
     }
 
+    /// Test hook: back-pressure's flush of every port at `limit` bytes, as a writer that found
+    /// its port over `limit` runs it once the flush lock is its.
+    #[cfg(test)]
+    pub(crate) fn backpressure_flush(&self, limit: u64) -> Result<()> {
+        for pj in self.shared.all_ports() {
+            self.shared.flush_port_over(&pj, limit)?;
+        }
+        Ok(())
+    }
+
     /// Test hook: write every port's waiting entries to its partial file, as the background
     /// round does every `commit_interval`.
     #[cfg(test)]
@@ -1286,7 +1296,8 @@ impl Shared {
         if partial_bytes >= 2 * self.cfg.partial_capacity {
             // Back-pressure: the flusher is behind; move this port's entries into the primary
             // now, so a port never holds more than about twice `partial_capacity` in memory.
-            self.flush_port(pj).map_err(StorageError::from)?;
+            self.flush_port_over(pj, 2 * self.cfg.partial_capacity)
+                .map_err(StorageError::from)?;
         }
         if cache_bytes >= 2 * self.cfg.dirty_cache_limit {
             // Back-pressure: wait for the group commit and the volume writes (not a volume
@@ -1482,7 +1493,28 @@ impl Shared {
 
     /// Move one port's partial journal into the primary journal.
     pub fn flush_port(&self, pj: &Mutex<PartialJournal>) -> Result<()> {
-        let _f = lock(&self.flush_lock);
+        let f = lock(&self.flush_lock);
+        self.flush_port_held(pj, &f)
+    }
+
+    /// Back-pressure's flush: move the port's partial journal into the primary if it still
+    /// holds at least `limit` bytes once the flush lock is ours. Writers that found the port
+    /// over the limit queue on the lock behind the flush that brings it under; each of them
+    /// flushing again would rotate and copy a file of a few entries, one fsync each.
+    fn flush_port_over(&self, pj: &Mutex<PartialJournal>, limit: u64) -> Result<()> {
+        let f = lock(&self.flush_lock);
+        if lock(pj).bytes < limit {
+            return Ok(());
+        }
+        self.flush_port_held(pj, &f)
+    }
+
+    /// `flush_port` for a caller that holds the flush lock (`_held`).
+    fn flush_port_held(
+        &self,
+        pj: &Mutex<PartialJournal>,
+        _held: &std::sync::MutexGuard<'_, ()>,
+    ) -> Result<()> {
         let rotated = {
             let mut p = lock(pj);
             if p.entries.is_empty() {

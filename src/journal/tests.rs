@@ -1044,6 +1044,37 @@ fn merge_keeps_a_record_alive_for_one_chunk() {
 /// A merge walks the index without holding up flushes: while its walk is paused, writes go
 /// on and partial journals flush into the primary, into segments made during the merge. The
 /// merge then deletes only segments it walked, so the history written meanwhile stays exact.
+/// Writers that found their port over the back-pressure limit queue on the flush lock; the
+/// first one's flush brings the port under the limit, and the others must not flush again
+/// (each would rotate and copy a file of a few entries, with an fsync of the primary).
+#[test]
+fn writers_queued_behind_a_backpressure_flush_do_not_flush_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = 1024u64;
+    let vol = MemStore::new(blocks);
+    prefill(&vol, blocks);
+    let cfg = JournalConfig {
+        partial_capacity: 1 << 30,
+        partial_flush_interval: HumanDuration(Duration::from_secs(3600)),
+        ..test_cfg()
+    };
+    let js = JournaledStore::open(dir.path(), vol, cfg).unwrap();
+    for c in 0..4u64 {
+        js.write(port(1), c * 8, &vec![7; 8 * BS], false).unwrap();
+    }
+    let held = js.partial_bytes();
+    assert!(held >= 4 * 8 * BS as u64, "{held}");
+    let in_primary = js.primary_entries();
+    // Under the limit by the time the lock is taken: nothing moves.
+    js.backpressure_flush(held + 1).unwrap();
+    assert_eq!(js.partial_bytes(), held);
+    assert_eq!(js.primary_entries(), in_primary);
+    // Still at the limit: the port is flushed.
+    js.backpressure_flush(held).unwrap();
+    assert_eq!(js.partial_bytes(), 0);
+    assert!(js.primary_entries() > in_primary);
+}
+
 #[test]
 fn writes_and_flushes_go_on_during_a_merge_walk() {
     use std::sync::mpsc;
