@@ -19,7 +19,7 @@
 #      second table shows view/live.
 #
 # usage: integration/bench.sh [--quick] [--rounds N] [--size BYTES] [--write-docs] [--no-build]
-#                             [--tgt-stock]
+#                             [--tgt-stock] [--only WORKLOAD[,WORKLOAD...]] [--journal KEY=VALUE]...
 #        integration/bench.sh --scale [ENTRIES]     (journal at scale: integration/bench/scale.sh)
 #   --quick       one round with short counts (a smoke test of the script, not a measurement)
 #   --rounds N    rounds (default 5)
@@ -27,6 +27,10 @@
 #   --no-build    use the existing release binary
 #   --tgt-stock   leave tgt's login parameters at its defaults (by default tgt is set to offer
 #                 rewind's: 256 KiB data segments, 16 MiB bursts, InitialR2T=No, ImmediateData)
+#   --only W,...  run only these workloads (names as in the table, e.g. write-128k); not with
+#                 --write-docs
+#   --journal K=V a `[journal]` setting for the daemon (e.g. dirty_cache_limit=1073741824),
+#                 repeatable; the run's setup line names them
 # env: REWIND_BIN, CARGO_TARGET_DIR (binary location), BENCH_RESULTS (keep the raw TSV there)
 # Needs root (tgtd), qemu-img with the iscsi driver, iscsi-perf (libiscsi-bin). Not part of
 # run-all.sh.
@@ -42,7 +46,7 @@ REWIND_BIN=${REWIND_BIN:-${CARGO_TARGET_DIR:-$(cd "$BENCH_DIR/.." && pwd)/target
 # shellcheck source=integration/lib.sh
 . "$BENCH_DIR/lib.sh"
 
-ROUNDS=5 QUICK=0 WRITE_DOCS=0 BUILD=1 SIZE=$GIB TGT_STOCK=0
+ROUNDS=5 QUICK=0 WRITE_DOCS=0 BUILD=1 SIZE=$GIB TGT_STOCK=0 ONLY="" JOURNAL_SETTINGS=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1; ROUNDS=1 ;;
@@ -51,6 +55,10 @@ while [ $# -gt 0 ]; do
         --write-docs) WRITE_DOCS=1 ;;
         --no-build) BUILD=0 ;;
         --tgt-stock) TGT_STOCK=1 ;;
+        --only) ONLY=$2; shift ;;
+        --journal)
+            [[ "$2" =~ ^[a-z_]+=[^[:space:]]+$ ]] || fail "--journal wants KEY=VALUE, got '$2'"
+            JOURNAL_SETTINGS+=("$2"); shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown argument $1 (see --help)" ;;
     esac
@@ -75,6 +83,16 @@ else
         "read-128k qemu-r 131072 16 8000"
         "randread-4k perf 4096 32 4"
     )
+fi
+if [ -n "$ONLY" ]; then
+    [ "$WRITE_DOCS" = 0 ] || fail "--only and --write-docs do not go together (the docs table has every workload)"
+    KEPT=()
+    for wl in "${WORKLOADS[@]}"; do
+        read -r name _ <<<"$wl"
+        case ",$ONLY," in *",$name,"*) KEPT+=("$wl") ;; esac
+    done
+    [ ${#KEPT[@]} -gt 0 ] || fail "--only $ONLY names no workload (write-4k read-4k write-128k read-128k randread-4k)"
+    WORKLOADS=("${KEPT[@]}")
 fi
 TARGETS=(tgt cdp nojournal)
 
@@ -149,6 +167,9 @@ name = "nojournal"
 path = "$WORK/nojournal.img"
 journal = false
 EOF
+if [ ${#JOURNAL_SETTINGS[@]} -gt 0 ]; then
+    { echo; echo "[journal]"; printf '%s\n' "${JOURNAL_SETTINGS[@]}"; } >>"$WORK/rewind.toml"
+fi
 bench_rewind_start() {
     REWIND_SERVE_ARGS="--config $WORK/rewind.toml" rewind_start || fail "rewind did not start"
     REWIND_PID=$TARGET_PID REWIND_PORT=$TARGET_PORT
@@ -290,6 +311,7 @@ MACHINE="$(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo
 DATE=$(date -u +%Y-%m-%d)
 SETUP="$ROUNDS round(s), medians; $((SIZE >> 20)) MiB preallocated, fully written backing files; qemu-img $(qemu-img --version | awk 'NR == 1 { print $3 }'), tgt $(tgtd --version 2>/dev/null | head -1 || echo '?')"
 [ "$TGT_STOCK" = 1 ] && SETUP="$SETUP; tgt with its stock login parameters"
+[ ${#JOURNAL_SETTINGS[@]} -gt 0 ] && SETUP="$SETUP; journal settings: ${JOURNAL_SETTINGS[*]}"
 [ "$TGT_STOCK" = 0 ] && SETUP="$SETUP; tgt set to offer rewind's login parameters (256 KiB segments, InitialR2T=No)"
 [ "$QUICK" = 1 ] && SETUP="$SETUP; --quick (smoke test, not a measurement)"
 [ "${NOJOURNAL_WORKAROUND:-0}" = 1 ] && SETUP="$SETUP; no-journal volume switched off in volume.toml (config key not applied)"
