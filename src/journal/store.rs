@@ -22,7 +22,26 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const LOCK_STRIPES: usize = 256;
+/// Chunk-range locks: chunk `c` is guarded by stripe `c % LOCK_STRIPES`. One stripe per chunk
+/// keeps neighbouring small writes apart (sequential 4 KiB writes in flight together each have
+/// their own), and with 4096 stripes sequential writes in flight together meet on a stripe
+/// only 16 MiB apart at 4 KiB chunks (with 256 stripes, 128 KiB writes at queue depth 16 met
+/// every eighth write and waited for each other).
+const LOCK_STRIPES: usize = 4096;
+
+/// The stripes guarding chunks `c0..=c1`, ascending (the order they are locked in).
+fn stripes_of(c0: u64, c1: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = if c1 - c0 + 1 >= LOCK_STRIPES as u64 {
+        (0..LOCK_STRIPES).collect()
+    } else {
+        (c0..=c1)
+            .map(|c| (c % LOCK_STRIPES as u64) as usize)
+            .collect()
+    };
+    idx.sort_unstable();
+    idx.dedup();
+    idx
+}
 /// A timed merge waits at least this many times as long as the last merge took.
 const MERGE_SPACING: u32 = 9;
 
@@ -977,16 +996,10 @@ impl Shared {
     }
 
     fn lock_chunks(&self, c0: u64, c1: u64) -> Vec<std::sync::MutexGuard<'_, ()>> {
-        let mut idx: Vec<usize> = if c1 - c0 + 1 >= LOCK_STRIPES as u64 {
-            (0..LOCK_STRIPES).collect()
-        } else {
-            (c0..=c1)
-                .map(|c| (c % LOCK_STRIPES as u64) as usize)
-                .collect()
-        };
-        idx.sort_unstable();
-        idx.dedup();
-        idx.into_iter().map(|i| lock(&self.stripes[i])).collect()
+        stripes_of(c0, c1)
+            .into_iter()
+            .map(|i| lock(&self.stripes[i]))
+            .collect()
     }
 
     fn port(&self, port: u64) -> Result<Arc<Mutex<PartialJournal>>> {
@@ -2301,5 +2314,50 @@ mod merge_schedule_tests {
             Duration::MAX,
             "no overflow"
         );
+    }
+}
+
+#[cfg(test)]
+mod stripe_tests {
+    use super::{stripes_of, LOCK_STRIPES};
+    use proptest::prelude::*;
+
+    #[test]
+    fn writes_in_flight_together_have_stripes_of_their_own() {
+        // Sequential 4 KiB writes (one chunk each), 32 in flight.
+        let small: Vec<Vec<usize>> = (0..32u64).map(|c| stripes_of(c, c)).collect();
+        for (i, a) in small.iter().enumerate() {
+            for b in &small[i + 1..] {
+                assert!(a.iter().all(|s| !b.contains(s)));
+            }
+        }
+        // Sequential 128 KiB writes (32 chunks), 64 in flight (8 MiB).
+        let a = stripes_of(0, 31);
+        assert_eq!(a.len(), 32);
+        for w in 1..64u64 {
+            let b = stripes_of(w * 32, w * 32 + 31);
+            assert!(a.iter().all(|s| !b.contains(s)), "writes 0 and {w}");
+        }
+        // A range of LOCK_STRIPES chunks or more takes every stripe once.
+        let all = stripes_of(5, 5 + LOCK_STRIPES as u64);
+        assert_eq!(all, (0..LOCK_STRIPES).collect::<Vec<_>>());
+    }
+
+    proptest! {
+        /// Writes to overlapping chunk ranges always meet on a stripe (the lock is what keeps
+        /// their copy-on-write reads and cache updates apart), and stripes come sorted and
+        /// once each, so two writers never lock in opposite orders.
+        #[test]
+        fn overlapping_ranges_share_a_stripe(
+            a0 in 0u64..1 << 40, alen in 0u64..20_000, off in 0u64..20_000, blen in 0u64..20_000,
+        ) {
+            let a1 = a0 + alen;
+            let b0 = a0 + off.min(alen);
+            let b1 = b0 + blen;
+            let (sa, sb) = (stripes_of(a0, a1), stripes_of(b0, b1));
+            prop_assert!(sa.iter().any(|s| sb.contains(s)));
+            prop_assert!(sa.windows(2).all(|w| w[0] < w[1]));
+            prop_assert!(sb.windows(2).all(|w| w[0] < w[1]));
+        }
     }
 }
