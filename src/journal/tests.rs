@@ -1041,9 +1041,6 @@ fn merge_keeps_a_record_alive_for_one_chunk() {
     );
 }
 
-/// A merge walks the index without holding up flushes: while its walk is paused, writes go
-/// on and partial journals flush into the primary, into segments made during the merge. The
-/// merge then deletes only segments it walked, so the history written meanwhile stays exact.
 /// Writers that found their port over the back-pressure limit queue on the flush lock; the
 /// first one's flush brings the port under the limit, and the others must not flush again
 /// (each would rotate and copy a file of a few entries, with an fsync of the primary).
@@ -1055,7 +1052,7 @@ fn writers_queued_behind_a_backpressure_flush_do_not_flush_again() {
     prefill(&vol, blocks);
     let cfg = JournalConfig {
         partial_capacity: 1 << 30,
-        partial_flush_interval: HumanDuration(Duration::from_secs(3600)),
+        partial_flush_interval: ms(3_600_000),
         ..test_cfg()
     };
     let js = JournaledStore::open(dir.path(), vol, cfg).unwrap();
@@ -1075,6 +1072,9 @@ fn writers_queued_behind_a_backpressure_flush_do_not_flush_again() {
     assert!(js.primary_entries() > in_primary);
 }
 
+/// A merge walks the index without holding up flushes: while its walk is paused, writes go
+/// on and partial journals flush into the primary, into segments made during the merge. The
+/// merge then deletes only segments it walked, so the history written meanwhile stays exact.
 #[test]
 fn writes_and_flushes_go_on_during_a_merge_walk() {
     use std::sync::mpsc;
@@ -1304,7 +1304,7 @@ fn flush_and_merge_lag_and_port_validity() {
     let wall = FakeWall::new(10_000_000_000);
     let cfg = JournalConfig {
         // Nothing moves in the background: only the calls below make entries durable.
-        partial_flush_interval: HumanDuration(Duration::from_secs(3600)),
+        partial_flush_interval: ms(3_600_000),
         partial_capacity: 64 << 20,
         ..test_cfg()
     };
@@ -1357,7 +1357,7 @@ fn a_failed_fua_write_ends_failed_and_views_stay_exact() {
     let vol = MemStore::new(64);
     let wall = FakeWall::new(10_000_000_000);
     let cfg = JournalConfig {
-        partial_flush_interval: HumanDuration(Duration::from_secs(3600)),
+        partial_flush_interval: ms(3_600_000),
         partial_capacity: 64 << 20,
         ..test_cfg()
     };
@@ -1563,7 +1563,7 @@ fn full_partial_files_are_adopted_as_primary_segments() {
     let wall = FakeWall::new(10_000_000_000);
     let cfg = JournalConfig {
         // No background flush by age: files rotate when full (adopted) or when asked.
-        partial_flush_interval: HumanDuration(Duration::from_secs(3600)),
+        partial_flush_interval: ms(3_600_000),
         ..test_cfg()
     };
     let open = || {
