@@ -789,6 +789,28 @@ impl JournaledStore {
         Ok(())
     }
 
+    /// Test hook: the flush lock, held as a flush holds it (flushes and back-pressure wait).
+    #[cfg(test)]
+    pub(crate) fn hold_flush_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        lock(&self.shared.flush_lock)
+    }
+
+    /// Test hook: back-pressure's flush of every port at `limit` bytes for a caller holding
+    /// the flush lock (`hold_flush_lock`).
+    #[cfg(test)]
+    pub(crate) fn backpressure_flush_held(
+        &self,
+        held: &std::sync::MutexGuard<'_, ()>,
+        limit: u64,
+    ) -> Result<()> {
+        for pj in self.shared.all_ports() {
+            if lock(&pj).bytes >= limit {
+                self.shared.flush_port_held(&pj, held)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Test hook: write every port's waiting entries to its partial file, as the background
     /// round does every `commit_interval`.
     #[cfg(test)]
@@ -1515,11 +1537,29 @@ impl Shared {
     /// over the limit queue on the lock behind the flush that brings it under; each of them
     /// flushing again would rotate and copy a file of a few entries, one fsync each.
     fn flush_port_over(&self, pj: &Mutex<PartialJournal>, limit: u64) -> Result<()> {
+        self.flush_port_when(pj, &|p| p.bytes >= limit)
+    }
+
+    /// Move the port's partial journal into the primary if `due` still says so once the flush
+    /// lock is ours: a flush that ran while we waited for the lock may have emptied it.
+    fn flush_port_when(
+        &self,
+        pj: &Mutex<PartialJournal>,
+        due: &dyn Fn(&PartialJournal) -> bool,
+    ) -> Result<()> {
         let f = lock(&self.flush_lock);
-        if lock(pj).bytes < limit {
+        if !due(&lock(pj)) {
             return Ok(());
         }
         self.flush_port_held(pj, &f)
+    }
+
+    /// The background round flushes a port whose partial journal holds `partial_capacity`
+    /// bytes, or whose oldest entry waited `partial_flush_interval`.
+    fn flush_due(&self, p: &PartialJournal) -> bool {
+        p.bytes >= self.cfg.partial_capacity
+            || p.first_append
+                .is_some_and(|t| t.elapsed() >= self.cfg.partial_flush_interval.0)
     }
 
     /// `flush_port` for a caller that holds the flush lock (`_held`).
@@ -1734,23 +1774,20 @@ impl Shared {
             }
             self.apply_cache()?;
         }
-        let cap = self.cfg.partial_capacity;
-        let age = self.cfg.partial_flush_interval.0;
         for pj in self.all_ports() {
             let (due, late, written) = {
                 let mut p = lock(&pj);
-                (
-                    p.bytes >= cap || p.first_append.is_some_and(|t| t.elapsed() >= age),
-                    p.has_late(),
-                    p.write_pending(),
-                )
+                (self.flush_due(&p), p.has_late(), p.write_pending())
             };
             if let Err(e) = written {
                 let port = lock(&pj).port;
                 tracing::error!("partial journal of port {port} could not be written: {e}");
                 self.rescue_port(&pj)?;
             } else if due {
-                self.flush_port(&pj)?;
+                // Asked again under the flush lock: a writer's back-pressure flush may have
+                // moved the entries while this round waited for it (flushing again would
+                // rotate and copy a file of the few entries written since, with an fsync).
+                self.flush_port_when(&pj, &|p| self.flush_due(p))?;
             } else if late {
                 // Outcomes of entries already in the primary follow them there; the entries
                 // held now wait until their file is full (so it is adopted, not copied).

@@ -1072,6 +1072,51 @@ fn writers_queued_behind_a_backpressure_flush_do_not_flush_again() {
     assert!(js.primary_entries() > in_primary);
 }
 
+/// The background round decides a port is due before it takes the flush lock. If a writer's
+/// back-pressure flush holds the lock meanwhile and moves the entries, the round must ask
+/// again once the lock is its: flushing the few entries written since would rotate and copy a
+/// small file, with an fsync of the primary.
+#[test]
+fn the_background_round_does_not_flush_a_port_a_backpressure_flush_just_emptied() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = 1024u64;
+    let vol = MemStore::new(blocks);
+    prefill(&vol, blocks);
+    let cfg = JournalConfig {
+        partial_flush_interval: ms(3_600_000),
+        // The flusher runs only when a write wakes it (its port over `partial_capacity`).
+        commit_interval: ms(3_600_000),
+        dirty_cache_limit: 1 << 30,
+        ..test_cfg()
+    };
+    let cap = cfg.partial_capacity;
+    let js = JournaledStore::open(dir.path(), vol, cfg).unwrap();
+    let held = js.hold_flush_lock();
+    // Over the capacity (not twice over, where the writer would flush itself): the last write
+    // wakes the flusher, whose round finds the port due and waits for the lock.
+    let mut c = 0u64;
+    while js.partial_bytes() < cap {
+        js.write(port(1), c * 8, &vec![7; 8 * BS], false).unwrap();
+        c += 1;
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // A back-pressure flush while the round waits, then one more write.
+    js.backpressure_flush_held(&held, cap).unwrap();
+    assert_eq!(js.partial_bytes(), 0);
+    let in_primary = js.primary_entries();
+    js.write(port(1), c * 8, &vec![8; 8 * BS], false).unwrap();
+    let after_write = js.partial_bytes();
+    assert!(after_write > 0 && after_write < cap, "{after_write}");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        js.partial_bytes(),
+        after_write,
+        "the round flushed the port again after the back-pressure flush"
+    );
+    assert_eq!(js.primary_entries(), in_primary);
+}
+
 /// A merge walks the index without holding up flushes: while its walk is paused, writes go
 /// on and partial journals flush into the primary, into segments made during the merge. The
 /// merge then deletes only segments it walked, so the history written meanwhile stays exact.
