@@ -6,17 +6,13 @@
 
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's allocator: the I/O path allocates and frees buffers and index
-/// nodes on several threads, and glibc's allocator took about 13 % of the daemon's CPU at
-/// 4 KiB journaled writes, mimalloc about 7 % (docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 
+mod allocator;
 mod cli;
 
 fn main() -> ExitCode {
+    allocator::tune();
     let args = cli::Cli::parse();
     cli::init_logging(args.log_format);
     match cli::run(args) {
