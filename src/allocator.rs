@@ -36,7 +36,7 @@ mod tests {
         // SAFETY: reads an option value.
         let v = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
         match std::env::var("MIMALLOC_PURGE_DELAY") {
-            Ok(set) => assert_eq!(set.parse::<i64>().ok(), Some(i64::from(v))),
+            Ok(set) => assert_eq!(set.parse::<libc::c_long>().ok(), Some(v)),
             Err(_) => assert_eq!(v, 1000),
         }
     }
