@@ -12,7 +12,8 @@
 #                        128 KiB reads QD16 (sequential, from offset 0)
 #        iscsi-perf      random 4 KiB reads, QD32, for a fixed time
 #      and the table shows the median of the rounds per workload and target, and the ratios
-#      rewind/tgt of the medians.
+#      rewind/tgt of the medians. After the 128 KiB writes, each round also times a dd copy of
+#      one backing file with fdatasync: the disk's durable write rate, which bounds CDP writes.
 #   4. Reads of the past: a read-only view of the `cdp` volume exported at the moment before
 #      the first benchmark write (so every block the write workloads touched is read from the
 #      journal) against the live volume, the read workloads only, same rounds and rotation; a
@@ -246,8 +247,27 @@ run_one() {
     alive
 }
 
+# disk_one ROUND: durable sequential writes of the backing filesystem, appended to RESULTS as
+# target "disk", workload "durable-write": a copy of one backing file with dd (8 MiB blocks,
+# one fdatasync at the end). It bounds what CDP writes can sustain: a write's old data is on
+# disk before its new data may reach the volume.
+disk_one() {
+    local out=$WORK/dd.txt bytes secs mbps
+    LC_ALL=C dd if="$WORK/tgt.img" of="$WORK/disk.tmp" bs=8M conv=fdatasync 2>"$out" \
+        || { sed 's/^/    | /' "$out" >&2; fail "dd to the backing filesystem failed"; }
+    rm -f "$WORK/disk.tmp"
+    bytes=$(sed -n 's/^\([0-9]*\) bytes .* copied, \([0-9.]*\) s.*/\1/p' "$out")
+    secs=$(sed -n 's/^\([0-9]*\) bytes .* copied, \([0-9.]*\) s.*/\2/p' "$out")
+    [ -n "$bytes" ] && [ -n "$secs" ] || { sed 's/^/    | /' "$out" >&2; fail "no timing in dd output"; }
+    mbps=$(awk -v b="$bytes" -v s="$secs" 'BEGIN { printf "%.1f", b / s / 1e6 }')
+    printf '%s	%s	%s	%s	%s
+' "$1" disk durable-write - "$mbps" >>"$RESULTS"
+    printf '  %-12s %-10s %9s      %9s MB/s
+' durable-write disk - "$mbps"
+}
+
 # rounds TARGET...: every round runs each workload of WORKLOADS against the targets given,
-# rotating their order from round to round
+# rotating their order from round to round (and, with the 128 KiB writes, measures the disk)
 rounds() {
     local targets=("$@") r k t wl name tool size depth count
     for ((r = 1; r <= ROUNDS; r++)); do
@@ -259,6 +279,7 @@ rounds() {
                 t=${targets[$(((k + r - 1) % ${#targets[@]}))]}
                 run_one "$r" "$t" "$name" "$tool" "$size" "$depth" "$count"
             done
+            if [ "$name" = write-128k ]; then disk_one "$r"; fi
         done
     done
 }
@@ -307,6 +328,12 @@ VIEW_TABLE=$WORK/view-table.md
     done
 } >"$VIEW_TABLE"
 
+DISK_MBPS=$(median disk durable-write 5)
+DISK_LINE=""
+if [ "$DISK_MBPS" != - ]; then
+    DISK_LINE="Durable writes of the backing filesystem (dd of one backing file, 8 MiB blocks, one fdatasync; median): $DISK_MBPS MB/s. CDP 128 KiB writes ran at $(ratio "$(median cdp write-128k 5)" "$DISK_MBPS") of it, tgt's at $(ratio "$(median tgt write-128k 5)" "$DISK_MBPS") (tgt's writes stay in the page cache during a run)."
+fi
+
 MACHINE="$(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r), $(df -T "$WORK" | awk 'NR == 2 { print $2 }') backing filesystem"
 DATE=$(date -u +%Y-%m-%d)
 SETUP="$ROUNDS round(s), medians; $((SIZE >> 20)) MiB preallocated, fully written backing files; qemu-img $(qemu-img --version | awk 'NR == 1 { print $3 }'), tgt $(tgtd --version 2>/dev/null | head -1 || echo '?')"
@@ -320,6 +347,7 @@ echo "$DATE, $MACHINE"
 echo "$SETUP"
 echo
 cat "$TABLE"
+[ -n "$DISK_LINE" ] && { echo; echo "$DISK_LINE"; }
 echo
 echo "Reads of a view exported at the start (every block the writes touched comes from the journal):"
 echo
@@ -334,6 +362,7 @@ if [ "$WRITE_DOCS" = 1 ]; then
         echo "$SETUP."
         echo
         cat "$TABLE"
+        [ -n "$DISK_LINE" ] && { echo; echo "$DISK_LINE"; }
         echo
         echo "Reads of a view of the CDP volume exported before the first benchmark write (every"
         echo "block the write workloads touched is read from the journal), against the live volume:"
