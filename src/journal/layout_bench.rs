@@ -16,7 +16,7 @@
 //! scattered over a 1 GiB volume, one port, stamps increasing) in groups of `COMMIT` bytes:
 //!
 //! - **sled**: a `sled::Batch` per group into one tree, each record (the same checksummed
-//!   record bytes as a segment holds) under its index key `(extent, ts, port, seq, run)`, then
+//!   record bytes as a segment holds) under its index key `(extent, ts, run)`, then
 //!   `Db::flush()` (sled's durability call: its log is written and fsynced);
 //! - **segments**: `PrimaryJournal::append` per group: the records written to the segment
 //!   file, `fdatasync`, then one `sled::Batch` of 26-byte locations (sled flushes those in the
@@ -75,13 +75,7 @@ fn record(i: u64, payload: usize) -> Entry {
 
 fn key_of(e: &Entry) -> [u8; super::primary::KEY_LEN] {
     let c0 = e.lba / u64::from(CHUNK / BLOCK);
-    index_key(
-        c0 / EXTENT_CHUNKS,
-        e.ts,
-        e.port,
-        e.seq,
-        (c0 % EXTENT_CHUNKS) as u8,
-    )
+    index_key(c0 / EXTENT_CHUNKS, e.ts, (c0 % EXTENT_CHUNKS) as u8)
 }
 
 fn open_sled(dir: &Path) -> sled::Db {

@@ -184,7 +184,7 @@ impl Shared {
             if let Some(hook) = lock(&self.merge_walk_hook).take() {
                 hook();
             }
-            let ((extent, ts, port, seq), loc) = item?;
+            let ((extent, ts, port, _), loc) = item?;
             report.scanned += u64::from(loc.n);
             let dead = if ts <= horizon {
                 true
@@ -205,7 +205,7 @@ impl Shared {
                 false
             };
             if dead {
-                drop_keys.push((index_key(extent, ts, port, seq, loc.lo), loc.n));
+                drop_keys.push((index_key(extent, ts, loc.lo), loc.n));
                 dropped_chunks += u64::from(loc.n);
                 if drop_keys.len() >= 10_000 {
                     let _f = lock(&self.flush_lock);
