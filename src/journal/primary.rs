@@ -2,9 +2,10 @@
 //! `(extent, ts, run start)` (big endian, so byte order = time order per extent) -> the entry's
 //! port and sequence number and its location `(segment, record offset, record length, chunk
 //! index within the record)` plus the length of the run of the extent's chunks the record
-//! covers (the value's numbers are varints: a key and value take about 31 bytes). A record holds one write's old data for all of its
-//! chunks; it has one key per extent of `EXTENT_CHUNKS` chunks it touches (a 128 KiB write at
-//! 4 KiB chunks: 2 or 3 keys, not 32). "The first entry for chunk c after T" is an ordered walk
+//! covers (the value's numbers are varints: a key and its value take about 31 bytes at 4 KiB
+//! writes). A record holds one write's old data for all of its chunks; it has one key per
+//! extent of `EXTENT_CHUNKS` chunks it touches (a 128 KiB write at 4 KiB chunks: 2 or 3 keys,
+//! not 32). "The first entry for chunk c after T" is an ordered walk
 //! of c's extent from T that stops at the first key covering c.
 //!
 //! sled holds only small values (locations and metadata) and is always rebuildable from the
