@@ -256,8 +256,7 @@ disk_one() {
     LC_ALL=C dd if="$WORK/tgt.img" of="$WORK/disk.tmp" bs=8M conv=fdatasync 2>"$out" \
         || { sed 's/^/    | /' "$out" >&2; fail "dd to the backing filesystem failed"; }
     rm -f "$WORK/disk.tmp"
-    bytes=$(sed -n 's/^\([0-9]*\) bytes .* copied, \([0-9.]*\) s.*/\1/p' "$out")
-    secs=$(sed -n 's/^\([0-9]*\) bytes .* copied, \([0-9.]*\) s.*/\2/p' "$out")
+    read -r bytes secs < <(sed -n 's/^\([0-9]*\) bytes .* copied, \([0-9.]*\) s.*/\1 \2/p' "$out") || true
     [ -n "$bytes" ] && [ -n "$secs" ] || { sed 's/^/    | /' "$out" >&2; fail "no timing in dd output"; }
     mbps=$(awk -v b="$bytes" -v s="$secs" 'BEGIN { printf "%.1f", b / s / 1e6 }')
     printf '%s	%s	%s	%s	%s

@@ -19,8 +19,8 @@
 //!   record bytes as a segment holds) under its index key `(extent, ts, run)`, then
 //!   `Db::flush()` (sled's durability call: its log is written and fsynced);
 //! - **segments**: `PrimaryJournal::append` per group: the records written to the segment
-//!   file, `fdatasync`, then one `sled::Batch` of 26-byte locations (sled flushes those in the
-//!   background; the index is rebuilt from the segments past what it has made durable).
+//!   file, `fdatasync`, then one `sled::Batch` of index keys and locations (sled flushes those
+//!   in the background; the index is rebuilt from the segments past what it has made durable).
 //!
 //! The appends run in a child process that kills itself with SIGKILL right after the last
 //! durability call (no clean close); the parent then measures the bytes on disk and the time

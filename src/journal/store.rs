@@ -804,9 +804,8 @@ impl JournaledStore {
         limit: u64,
     ) -> Result<()> {
         for pj in self.shared.all_ports() {
-            if lock(&pj).bytes >= limit {
-                self.shared.flush_port_held(&pj, held)?;
-            }
+            self.shared
+                .flush_port_when_held(&pj, &|p| p.bytes >= limit, held)?;
         }
         Ok(())
     }
@@ -1548,10 +1547,20 @@ impl Shared {
         due: &dyn Fn(&PartialJournal) -> bool,
     ) -> Result<()> {
         let f = lock(&self.flush_lock);
+        self.flush_port_when_held(pj, due, &f)
+    }
+
+    /// `flush_port_when` for a caller that holds the flush lock.
+    fn flush_port_when_held(
+        &self,
+        pj: &Mutex<PartialJournal>,
+        due: &dyn Fn(&PartialJournal) -> bool,
+        held: &std::sync::MutexGuard<'_, ()>,
+    ) -> Result<()> {
         if !due(&lock(pj)) {
             return Ok(());
         }
-        self.flush_port_held(pj, &f)
+        self.flush_port_held(pj, held)
     }
 
     /// The background round flushes a port whose partial journal holds `partial_capacity`
