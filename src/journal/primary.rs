@@ -2340,6 +2340,54 @@ mod tests {
         assert_eq!(read(&p, 7, 1, 0, 4096).unwrap(), vec![8; 4096]);
     }
 
+    /// A journal whose segments are of format version 4 (entry heads of fixed-width fields)
+    /// is read chunk by chunk as it is; appends go to a new segment of the current version.
+    #[test]
+    fn version_4_segments_are_read_and_not_appended_to() {
+        use super::super::record::{encode_entry_head_v4, encode_header_version};
+        let dir = tempfile::tempdir().unwrap();
+        drop(PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap());
+        let seg = seg_path(&dir.path().join("primary"), 1);
+        let mut buf = encode_header_version(
+            &SegmentHeader {
+                kind: SegmentKind::Primary,
+                chunk_bytes: 4096,
+                id: 1,
+            },
+            4,
+        )
+        .to_vec();
+        for e in [
+            multi(10, 0, 32, 1, Some(5)),
+            multi(11, 64 * 8, 2, 100, None),
+        ] {
+            encode_entry_head_v4(&e, e.status, &mut buf);
+            buf.extend_from_slice(&e.data);
+        }
+        std::fs::write(&seg, &buf).unwrap();
+        std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+        let (p, r) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+        assert_eq!(r.records_indexed, 34);
+        assert_eq!(read(&p, 7, 1, 0, 4096).unwrap(), vec![8; 4096]);
+        assert_eq!(
+            read(&p, 4, 3, 512, 2 * 4096).unwrap(),
+            expect(32, 1, Some(5), 4, 512, 2 * 4096)
+        );
+        assert_eq!(read(&p, 65, 1, 0, 4096).unwrap(), vec![101; 4096]);
+        p.append(&[multi(20, 0, 2, 50, None)]).unwrap();
+        assert_eq!(
+            std::fs::read(&seg).unwrap(),
+            buf,
+            "the version 4 segment is unchanged"
+        );
+        assert_eq!(p.segments().unwrap().0.len(), 2);
+        let ((ts, _, _), loc) = p.first_after(1, 10).unwrap().unwrap();
+        assert_eq!(ts, 20);
+        let mut out = vec![0u8; 4096];
+        p.read_chunks(loc, 1, 0, &mut out, 512).unwrap();
+        assert_eq!(out, vec![51; 4096]);
+    }
+
     #[test]
     fn chunk_size_mismatch_is_refused() {
         let dir = tempfile::tempdir().unwrap();
