@@ -21,6 +21,7 @@ use super::record::{
     SegmentHeader, SegmentKind, Status, StatusUpdate, FORMAT_VERSION, SEGMENT_HEADER_LEN,
 };
 use integer_encoding::VarInt;
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -405,7 +406,16 @@ const MAX_SPAN: usize = 1 << 20;
 pub(crate) struct Span {
     seg: u64,
     off: u64,
+    /// The span's bytes are `bytes[..len]`; the buffer goes back to its thread's
+    /// `SPAN_BUFFER` when the span is dropped.
     bytes: Vec<u8>,
+    len: usize,
+}
+
+thread_local! {
+    /// The buffer of this thread's last span, kept for its next one: a read ahead then
+    /// neither allocates nor zeroes its buffer (at most `MAX_SPAN` bytes per reading thread).
+    static SPAN_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Span {
@@ -415,7 +425,19 @@ impl Span {
             return None;
         }
         let from = usize::try_from(loc.off.checked_sub(self.off)?).ok()?;
-        self.bytes.get(from..from.checked_add(loc.len as usize)?)
+        self.bytes[..self.len].get(from..from.checked_add(loc.len as usize)?)
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        let bytes = std::mem::take(&mut self.bytes);
+        SPAN_BUFFER.with(|b| {
+            let mut b = b.borrow_mut();
+            if b.len() < bytes.len() {
+                *b = bytes;
+            }
+        });
     }
 }
 
@@ -1458,41 +1480,43 @@ impl PrimaryJournal {
         }
     }
 
-    /// The verified head of the record at `loc` if it is of format version 4 (`None`: an entry
-    /// record of an older format, to be read whole), and, unless the head was cached, the bytes
-    /// read from the record's start to get it (a small record is read whole). Heads are cached.
+    /// The verified head of the record at `loc` if it is of format version 4 or later (`None`:
+    /// an entry record of an older format, to be read whole), and, unless the head was cached,
+    /// the bytes read from the record's start to get it (a small record is read whole, or
+    /// taken in place from `span`). Heads are cached.
     #[allow(clippy::type_complexity)]
-    fn record_head(
+    fn record_head<'s>(
         &self,
         f: &File,
         loc: Loc,
-        span: Option<&Span>,
-    ) -> Result<Option<(Arc<EntryHead>, Vec<u8>)>> {
+        span: Option<&'s Span>,
+    ) -> Result<Option<(Arc<EntryHead>, Cow<'s, [u8]>)>> {
         if let Some(h) = self
             .heads
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(loc.record())
         {
-            return Ok(Some((h, Vec::new())));
+            return Ok(Some((h, Cow::Borrowed(&[]))));
         }
         let len = loc.len as usize;
         let probe = if len <= SMALL_RECORD { len } else { HEAD_PROBE };
         let mut buf = match span.and_then(|s| s.slice(loc)) {
-            // A small record inside bytes already read for its neighbours.
-            Some(b) if len <= SMALL_RECORD => b.to_vec(),
+            // A small record inside bytes already read for its neighbours: used in place.
+            Some(b) if len <= SMALL_RECORD => Cow::Borrowed(b),
             _ => {
                 let mut buf = vec![0u8; len.min(probe)];
                 self.read_record_bytes(f, loc, &mut buf, loc.off)?;
-                buf
+                Cow::Owned(buf)
             }
         };
         let mut parsed = decode_entry_head(&buf);
         if parsed == Err(DecodeError::Torn) && buf.len() < len {
             // A large head: read the whole record once.
-            buf = vec![0u8; len];
-            self.read_record_bytes(f, loc, &mut buf, loc.off)?;
-            parsed = decode_entry_head(&buf);
+            let mut whole = vec![0u8; len];
+            self.read_record_bytes(f, loc, &mut whole, loc.off)?;
+            parsed = decode_entry_head(&whole);
+            buf = Cow::Owned(whole);
         }
         let head = match parsed {
             Ok(Some(h)) => h,
@@ -1549,13 +1573,19 @@ impl PrimaryJournal {
         if version < 4 {
             return None;
         }
-        let mut bytes = vec![0u8; len];
-        f.read_exact_at(&mut bytes, range.start).ok()?;
-        Some(Span {
+        let mut bytes = SPAN_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        if bytes.len() < len {
+            bytes.resize(len, 0);
+        }
+        // On an error the buffer still goes back (the span is dropped).
+        let mut span = Span {
             seg,
             off: range.start,
             bytes,
-        })
+            len,
+        };
+        f.read_exact_at(&mut span.bytes[..len], range.start).ok()?;
+        Some(span)
     }
 
     /// As [`read_chunks`](Self::read_chunks), taking a small record from `span` when it lies
