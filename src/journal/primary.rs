@@ -2190,6 +2190,40 @@ mod tests {
         v[skip..skip + len].to_vec()
     }
 
+    /// Spans reuse their thread's buffer: a short span after a long one holds only its own
+    /// bytes, and records read from either match the records read alone.
+    #[test]
+    fn a_span_after_a_longer_one_holds_only_its_own_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+        let entries: Vec<Entry> = (0..8).map(|i| entry(10 + i, i * 8, i as u8 + 1)).collect();
+        p.append(&entries).unwrap();
+        let locs: Vec<Loc> = (0..8)
+            .map(|c| p.first_after(c, 0).unwrap().unwrap().1)
+            .collect();
+        let end = |l: &Loc| l.off + u64::from(l.len);
+        let read_in = |l: Loc, span: &Span| {
+            let mut out = vec![0u8; 4096];
+            p.read_chunks_in(l, 1, 0, &mut out, 512, Some(span))
+                .unwrap();
+            out
+        };
+        let long = p
+            .read_span(locs[0].seg, locs[0].off..end(&locs[7]))
+            .unwrap();
+        assert!(locs.iter().all(|l| long.slice(*l).is_some()));
+        assert_eq!(read_in(locs[6], &long), vec![7; 4096]);
+        drop(long);
+        let short = p
+            .read_span(locs[1].seg, locs[1].off..end(&locs[2]))
+            .unwrap();
+        assert_eq!(short.len, (end(&locs[2]) - locs[1].off) as usize);
+        assert!(short.slice(locs[3]).is_none(), "past the span's own bytes");
+        assert!(short.slice(locs[0]).is_none());
+        assert_eq!(read_in(locs[2], &short), vec![3; 4096]);
+        assert_eq!(read_in(locs[5], &short), vec![6; 4096], "read alone");
+    }
+
     #[test]
     fn chunk_subsets_are_read_alone() {
         let dir = tempfile::tempdir().unwrap();
