@@ -6,7 +6,7 @@
 //! window read at its start, and the earliest entry after the start is the kept one).
 
 use super::error::Result;
-use super::primary::{index_key, KEY_LEN};
+use super::primary::KEY_LEN;
 use super::record::{MergedWindow, Record};
 use super::store::{lock, Shared};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -83,7 +83,7 @@ impl Shared {
         // Newest live entry per segment.
         let mut newest: HashMap<u64, u64> = HashMap::new();
         for item in self.primary.iter_index() {
-            let ((_, ts, _, _), loc) = item?;
+            let (((_, ts, _, _), loc), _) = item?;
             if ts > horizon {
                 let n = newest.entry(loc.seg).or_default();
                 *n = (*n).max(ts);
@@ -170,7 +170,7 @@ impl Shared {
             ..Default::default()
         };
         let mut live: HashMap<u64, u64> = HashMap::new();
-        let mut drop_keys: Vec<([u8; KEY_LEN], u8)> = Vec::new();
+        let mut drop_keys: Vec<([u8; KEY_LEN], u64, u8, u8)> = Vec::new();
         let mut dropped_chunks = 0u64;
         // The extent and window being walked, and which of its chunks already have their
         // earliest entry of that window. Keys of one extent come in time order, so a window,
@@ -184,7 +184,7 @@ impl Shared {
             if let Some(hook) = lock(&self.merge_walk_hook).take() {
                 hook();
             }
-            let ((extent, ts, port, _), loc) = item?;
+            let (((extent, ts, port, _), loc), group) = item?;
             report.scanned += u64::from(loc.n);
             let dead = if ts <= horizon {
                 true
@@ -205,11 +205,11 @@ impl Shared {
                 false
             };
             if dead {
-                drop_keys.push((index_key(extent, ts, loc.lo), loc.n));
+                drop_keys.push((group, ts, loc.lo, loc.n));
                 dropped_chunks += u64::from(loc.n);
                 if drop_keys.len() >= 10_000 {
                     let _f = lock(&self.flush_lock);
-                    self.primary.remove_keys(&drop_keys)?;
+                    self.primary.remove_entries(&drop_keys)?;
                     drop_keys.clear();
                 }
             } else {
@@ -222,7 +222,7 @@ impl Shared {
         // thinned out: the kept entries stand for the window, the record says whether they are
         // complete.
         self.record_windows(&writers, horizon, &mut report)?;
-        self.primary.remove_keys(&drop_keys)?;
+        self.primary.remove_entries(&drop_keys)?;
         self.set_marks_floor(horizon)?;
         self.primary.drop_failed_upto(horizon)?;
         self.primary.drop_windows_upto(horizon)?;

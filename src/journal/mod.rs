@@ -26,6 +26,7 @@ pub mod clock;
 mod config;
 mod error;
 mod hit_cache;
+mod index_group;
 pub mod merge;
 mod metalog;
 mod partial;

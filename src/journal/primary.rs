@@ -1,12 +1,13 @@
 //! The primary journal: old data in checksummed append-only segment files, and a sled index
-//! `(extent, ts, run start)` (big endian, so byte order = time order per extent) -> the entry's
-//! port and sequence number and its location `(segment, record offset, record length, chunk
-//! index within the record)` plus the length of the run of the extent's chunks the record
-//! covers (the value's numbers are varints: a key and its value take about 31 bytes at 4 KiB
-//! writes). A record holds one write's old data for all of its chunks; it has one key per
-//! extent of `EXTENT_CHUNKS` chunks it touches (a 128 KiB write at 4 KiB chunks: 2 or 3 keys,
-//! not 32). "The first entry for chunk c after T" is an ordered walk
-//! of c's extent from T that stops at the first key covering c.
+//! of where each entry's chunks are. A record holds one write's old data for all of its
+//! chunks; the index notes it once per extent of `EXTENT_CHUNKS` chunks it touches (a 128 KiB
+//! write at 4 KiB chunks: 2 or 3 index entries, not 32), with the write's stamp, port and
+//! sequence number and its location `(segment, record offset, record length, chunk index
+//! within the record)` plus the run of the extent's chunks it covers. Index entries are
+//! stored in groups of up to 32 per sled key (`index_group`: per extent, flush and segment,
+//! within 50 ms of stamps), about 15 bytes each. "The first entry for chunk c after T" is an
+//! ordered walk of c's extent from just before T that stops once no later group can hold an
+//! earlier answer.
 //!
 //! sled holds only small values (locations and metadata) and is always rebuildable from the
 //! segment files: `meta` remembers up to which offset each segment is indexed, and open catches
@@ -14,15 +15,18 @@
 
 use super::error::{JournalError, Result};
 use super::hit_cache::HitCache;
+use super::index_group::{
+    build_groups, decode_group, parse_key, walk_start, Group, Indexed, Ordered,
+};
+pub(crate) use super::index_group::{index_key, KEY_LEN};
 use super::partial::{sync_dir, write_all_parts};
 use super::record::{
     check_version, decode_entry_head, decode_record, encode_entry_head, encode_record,
     scan_segment, segment_version, DecodeError, Entry, EntryHead, MergedWindow, Record,
     SegmentHeader, SegmentKind, Status, StatusUpdate, FORMAT_VERSION, SEGMENT_HEADER_LEN,
 };
-use integer_encoding::VarInt;
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::io::Write;
@@ -30,30 +34,15 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// `(extent, ts, run start)`. Stamps are unique per write (`StampClock`: strictly increasing,
-/// and never at or below the newest journaled one after a restart), so a key needs neither
-/// the port nor the sequence number; one write cut into several records (past
-/// `MAX_RECORD_SPAN`) has the same stamp in each, and two of its records may share an extent:
-/// the run's first chunk keeps their keys apart.
-pub(crate) const KEY_LEN: usize = 17;
-
-/// Chunks per index extent. A key covers a run of at most this many chunks; a lookup walks
-/// the keys of one extent, so a larger extent means fewer keys per large write but longer
+/// Chunks per index extent. A group covers runs of at most this many chunks; a lookup walks
+/// the groups of one extent, so a larger extent means fewer keys per large write but longer
 /// walks where one chunk of an extent is rewritten much more often than its neighbours.
 pub(crate) const EXTENT_CHUNKS: u64 = 16;
 
 /// Version of the index layout, kept in `meta`: an index of another layout is rebuilt from
-/// the segments at open (the segments themselves do not change).
-const INDEX_FORMAT: u32 = 3;
-
-/// Index key of one record's run within one extent.
-pub(crate) fn index_key(extent: u64, ts: u64, lo: u8) -> [u8; KEY_LEN] {
-    let mut k = [0u8; KEY_LEN];
-    k[0..8].copy_from_slice(&extent.to_be_bytes());
-    k[8..16].copy_from_slice(&ts.to_be_bytes());
-    k[16] = lo;
-    k
-}
+/// the segments at open (the segments themselves do not change). Format 4: one key per group
+/// of entries (`index_group`).
+const INDEX_FORMAT: u32 = 4;
 
 /// The running entry count, kept in the index tree itself so that it changes in the same
 /// atomic batch as the keys it counts. Its length differs from `KEY_LEN`, so no lookup or walk
@@ -64,42 +53,8 @@ fn be(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.get(0..8)?.try_into().ok()?))
 }
 
-/// (extent, ts, run start) of an index key.
-fn parse_key(k: &[u8]) -> Option<(u64, u64, u8)> {
-    if k.len() != KEY_LEN {
-        return None;
-    }
-    Some((be(&k[0..])?, be(&k[8..])?, k[16]))
-}
-
-/// An index key and its value: `((extent, ts, port, seq), location)`.
+/// An indexed entry: `((extent, ts, port, seq), location)`.
 pub(crate) type IndexEntry = ((u64, u64, u64, u64), Loc);
-
-/// Decode one index key and its value (see [`Loc::encode`]).
-fn decode_entry(k: &[u8], v: &[u8]) -> Option<IndexEntry> {
-    let (extent, ts, lo) = parse_key(k)?;
-    let (&n, mut rest) = v.split_first()?;
-    let mut next = || -> Option<u64> {
-        let (x, used) = u64::decode_var(rest)?;
-        rest = rest.get(used..)?;
-        Some(x)
-    };
-    let (port, seq, seg, off) = (next()?, next()?, next()?, next()?);
-    let len = u32::try_from(next()?).ok()?;
-    let idx = u32::try_from(next()?).ok()?;
-    if !rest.is_empty() || n == 0 || u64::from(lo) + u64::from(n) > EXTENT_CHUNKS {
-        return None;
-    }
-    let loc = Loc {
-        seg,
-        off,
-        len,
-        idx,
-        lo,
-        n,
-    };
-    Some(((extent, ts, port, seq), loc))
-}
 
 /// Key of the failed-writes tree: `(ts, port, seq)`, big endian (time order).
 fn status_key(ts: u64, port: u64, seq: u64) -> [u8; 24] {
@@ -176,33 +131,7 @@ pub(crate) struct Loc {
     pub n: u8,
 }
 
-/// Most bytes of an index value: the run length and six varints of at most 10 bytes.
-const MAX_VALUE_LEN: usize = 1 + 6 * 10;
-
-/// An encoded index value.
-pub(crate) type IndexValue = smallvec::SmallVec<[u8; MAX_VALUE_LEN]>;
-
 impl Loc {
-    /// The index value of this location for the entry of `port` and `seq`: the run's length,
-    /// then varints of `port, seq, seg, off, len, idx` (the run's start is in the key). At 4
-    /// KiB writes about 14 bytes instead of the 42 of fixed-width fields.
-    fn encode(&self, port: u64, seq: u64) -> IndexValue {
-        let mut v = IndexValue::new();
-        v.push(self.n);
-        let mut buf = [0u8; 10];
-        for x in [
-            port,
-            seq,
-            self.seg,
-            self.off,
-            u64::from(self.len),
-            u64::from(self.idx),
-        ] {
-            let used = x.encode_var(&mut buf);
-            v.extend_from_slice(&buf[..used]);
-        }
-        v
-    }
     /// The same record.
     pub fn record(&self) -> (u64, u64) {
         (self.seg, self.off)
@@ -495,7 +424,7 @@ struct Pending<'a> {
     parts: Vec<Part<'a>>,
     /// Bytes buffered (heads and data).
     len: u64,
-    locs: Vec<([u8; KEY_LEN], IndexValue)>,
+    locs: Vec<Indexed>,
 }
 
 /// Why [`PrimaryJournal::adopt_segment`] failed, and whether the file was taken.
@@ -770,6 +699,7 @@ impl PrimaryJournal {
             }
             let mut batch = sled::Batch::default();
             let mut added = 0u64;
+            let mut items = Vec::new();
             for s in &scan.records {
                 if s.offset < done {
                     continue;
@@ -787,23 +717,20 @@ impl PrimaryJournal {
                             reason: "entry not cut to this journal's chunks".into(),
                         });
                     }
-                    for (key, run) in self.keys_of(e) {
-                        let loc = Loc {
-                            seg,
-                            off: s.offset,
-                            len: s.len,
-                            ..run
-                        };
+                    for it in self.indexed(e, seg, s.offset, s.len) {
                         // A record past `done` may already be indexed (a crash between the
-                        // index batch and the `meta` update): count it once.
-                        if from_zero || !self.index.contains_key(key)? {
-                            added += u64::from(run.n);
+                        // index batch and the `meta` update): index and count it once.
+                        if from_zero || !self.is_indexed(&it)? {
+                            added += u64::from(it.loc.n);
+                            items.push(it);
                         }
-                        batch.insert(&key[..], &loc.encode(e.port, e.seq)[..]);
                     }
                     rec.records_indexed += u64::from(e.chunks());
                     rec.max_ts = rec.max_ts.max(e.ts);
                 }
+            }
+            for (k, v) in self.groups_with_existing(items, from_zero)? {
+                batch.insert(&k[..], v);
             }
             batch.insert(COUNT_KEY, &(self.count()? + added).to_be_bytes()[..]);
             self.index.apply_batch(batch)?;
@@ -854,9 +781,15 @@ impl PrimaryJournal {
         lba / self.blocks_per_chunk
     }
 
-    /// The index keys of an entry, one per extent it touches, in extent order, each with the
-    /// run of the extent it covers (a `Loc` without its record's place).
-    fn keys_of<'a>(&self, e: &'a Entry) -> impl Iterator<Item = ([u8; KEY_LEN], Loc)> + 'a {
+    /// The index entries of the record of `e` at `(seg, off)`, `len` bytes: one per extent it
+    /// touches, in extent order, each with the run of the extent it covers.
+    fn indexed<'a>(
+        &self,
+        e: &'a Entry,
+        seg: u64,
+        off: u64,
+        len: u32,
+    ) -> impl Iterator<Item = Indexed> + 'a {
         let c0 = self.chunk_of(e.lba);
         let end = c0.saturating_add(u64::from(e.chunks()));
         let (x0, _) = extent_of(c0);
@@ -864,16 +797,65 @@ impl PrimaryJournal {
         (x0..=x1).filter(move |_| end > c0).map(move |x| {
             let from = c0.max(x * EXTENT_CHUNKS);
             let to = end.min((x + 1) * EXTENT_CHUNKS);
-            let run = Loc {
-                seg: 0,
-                off: 0,
-                len: 0,
-                idx: (from - c0) as u32,
-                lo: (from - x * EXTENT_CHUNKS) as u8,
-                n: (to - from) as u8,
-            };
-            (index_key(x, e.ts, run.lo), run)
+            Indexed {
+                extent: x,
+                ts: e.ts,
+                port: e.port,
+                seq: e.seq,
+                loc: Loc {
+                    seg,
+                    off,
+                    len,
+                    idx: (from - c0) as u32,
+                    lo: (from - x * EXTENT_CHUNKS) as u8,
+                    n: (to - from) as u8,
+                },
+            }
         })
+    }
+
+    /// The index holds `it` (the same extent, stamp and run start).
+    fn is_indexed(&self, it: &Indexed) -> Result<bool> {
+        let hi = index_key(it.extent, it.ts, it.loc.lo);
+        for kv in self
+            .index
+            .range(walk_start(it.extent, it.ts.saturating_sub(1))..=hi)
+        {
+            let (k, v) = kv?;
+            let g = decode_group(&k, &v).ok_or_else(|| self.bad_index())?;
+            if g.iter().any(|e| (e.ts, e.loc.lo) == (it.ts, it.loc.lo)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The groups of `items`, not indexed yet; unless the index was empty (`fresh`), a group
+    /// whose key the index has already (its first entry was indexed and then dropped by a
+    /// merge) takes in that group's entries instead of replacing them.
+    fn groups_with_existing(
+        &self,
+        items: Vec<Indexed>,
+        fresh: bool,
+    ) -> Result<Vec<([u8; KEY_LEN], Vec<u8>)>> {
+        let groups = build_groups(items);
+        if fresh {
+            return Ok(groups);
+        }
+        let mut out = Vec::with_capacity(groups.len());
+        for (k, v) in groups {
+            match self.index.get(k)? {
+                None => out.push((k, v)),
+                Some(old) => {
+                    let mut both = decode_group(&k, &old).ok_or_else(|| self.bad_index())?;
+                    both.extend(decode_group(&k, &v).ok_or_else(|| self.bad_index())?);
+                    // All within the key's span: they make groups again, one of them keyed
+                    // `k` (its first entry is the key's).
+                    out.extend(build_groups(both));
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn new_segment(&self, a: &mut Active) -> Result<()> {
@@ -937,15 +919,7 @@ impl PrimaryJournal {
             w.parts.push(Part::Head(from, w.head.len()));
             w.parts.push(Part::Data(&e.data));
             w.len += u64::from(len);
-            for (key, run) in self.keys_of(e) {
-                let loc = Loc {
-                    seg: a.id,
-                    off,
-                    len,
-                    ..run
-                };
-                w.locs.push((key, loc.encode(e.port, e.seq)));
-            }
+            w.locs.extend(self.indexed(e, a.id, off, len));
             chunks += u64::from(e.chunks());
             max_ts = max_ts.max(e.ts);
             if a.len + w.len >= self.segment_size || w.parts.len() >= 4096 {
@@ -1053,18 +1027,14 @@ impl PrimaryJournal {
         let mut batch = sled::Batch::default();
         let mut chunks = 0u64;
         let mut max_ts = 0;
+        let mut items = Vec::with_capacity(entries.len());
         for (&(e, _), &(off, rlen)) in entries.iter().zip(places) {
-            for (key, run) in self.keys_of(e) {
-                let loc = Loc {
-                    seg: id,
-                    off,
-                    len: rlen,
-                    ..run
-                };
-                batch.insert(&key[..], &loc.encode(e.port, e.seq)[..]);
-            }
+            items.extend(self.indexed(e, id, off, rlen));
             chunks += u64::from(e.chunks());
             max_ts = max_ts.max(e.ts);
+        }
+        for (k, v) in build_groups(items) {
+            batch.insert(&k[..], v);
         }
         self.commit_index(batch, entries, chunks, max_ts, &[(id, len)])
             .map_err(taken)
@@ -1109,8 +1079,8 @@ impl PrimaryJournal {
         w.len = 0;
         w.head.clear();
         w.parts.clear();
-        for (k, v) in w.locs.drain(..) {
-            batch.insert(&k[..], &v[..]);
+        for (k, v) in build_groups(std::mem::take(&mut w.locs)) {
+            batch.insert(&k[..], v);
         }
         touched.retain(|t| t.0 != a.id);
         touched.push((a.id, a.len));
@@ -1256,84 +1226,100 @@ impl PrimaryJournal {
         Ok(self.first_after_range(chunk, chunk, ts)?.pop().flatten())
     }
 
-    /// `first_after` for every chunk of `c0..=c1` with one ordered walk of the index per extent:
-    /// the walk of an extent stops once each of its chunks in the range is answered. Between
-    /// extents, and past many keys at or before `ts`, the walk re-seeks.
+    /// `first_after` for every chunk of `c0..=c1`, with one ordered walk of the index per
+    /// extent.
     pub fn first_after_range(&self, c0: u64, c1: u64, ts: u64) -> Result<Vec<Option<IndexHit>>> {
         let n = (c1 - c0 + 1) as usize;
         let mut out = vec![None; n];
         if ts == u64::MAX {
             return Ok(out);
         }
-        const MAX_SKIP: u32 = 16;
-        let (x0, _) = extent_of(c0);
-        let (x1, _) = extent_of(c1);
-        let hi = index_key(x1, u64::MAX, u8::MAX);
-        let mut x = x0;
-        let mut it = self.index.range(index_key(x, ts + 1, 0)..=hi);
-        // Chunks of extent `x` within the range not answered yet.
-        let wanted = |x: u64| extent_mask(x, c0, c1);
-        let mut open = wanted(x);
-        let mut skipped = 0;
-        while x <= x1 {
-            let Some(kv) = it.next() else { break };
-            let (k, v) = kv?;
-            let ((kx, kts, port, seq), loc) =
-                decode_entry(&k, &v).ok_or_else(|| self.bad_index())?;
-            if kx > x {
-                // Extents in between have nothing after `ts`.
-                x = kx;
-                open = wanted(x);
-                skipped = 0;
-            }
-            if kx == x && kts > ts {
-                let hit = loc.mask() & open;
-                if hit != 0 {
-                    let mut bits = hit;
-                    while bits != 0 {
-                        let k = u64::from(bits.trailing_zeros());
-                        bits &= bits - 1;
-                        if let Some(l) = loc.for_chunk(k) {
-                            out[(x * EXTENT_CHUNKS + k - c0) as usize] =
-                                Some(((kts, port, seq), l));
-                        }
-                    }
-                    open &= !hit;
-                    skipped = 0;
-                    if open == 0 {
-                        x += 1;
-                        if x > x1 {
-                            break;
-                        }
-                        open = wanted(x);
-                        it = self.index.range(index_key(x, ts + 1, 0)..=hi);
-                    }
-                    continue;
-                }
-            }
-            // A key at or before `ts` (walked into from the extent before), or one after `ts`
-            // that covers only answered chunks (walked past: a later version).
-            skipped += 1;
-            if kts <= ts && skipped > MAX_SKIP {
-                it = self.index.range(index_key(x, ts + 1, 0)..=hi);
-                skipped = 0;
+        for x in extent_of(c0).0..=extent_of(c1).0 {
+            let want = extent_mask(x, c0, c1);
+            let (hits, _) = self.walk_extent(x, ts, want, 0)?;
+            let mut bits = want;
+            while bits != 0 {
+                let k = u64::from(bits.trailing_zeros());
+                bits &= bits - 1;
+                out[(x * EXTENT_CHUNKS + k - c0) as usize] = hits[k as usize];
             }
         }
         Ok(out)
     }
 
+    /// The first entry after `ts` of each chunk of extent `x` (narrowed to the chunk), by a
+    /// walk of the extent's groups from `GROUP_SPAN` before `ts`. Returns the answers and the
+    /// chunks whose answer is final: every chunk of `want`, and any other the walk settled on
+    /// its way, going on for up to `extra` groups past the one that settled `want`.
+    ///
+    /// A group's entries are at or after its key's stamp, and keys come in stamp order: once
+    /// a key is stamped after a chunk's best answer, no later group has an earlier one.
+    fn walk_extent(
+        &self,
+        x: u64,
+        ts: u64,
+        want: u32,
+        extra: u32,
+    ) -> Result<([Option<IndexHit>; EXTENT_CHUNKS as usize], u32)> {
+        const ALL: u32 = (1 << EXTENT_CHUNKS) - 1;
+        let mut hits: [Option<IndexHit>; EXTENT_CHUNKS as usize] = [None; EXTENT_CHUNKS as usize];
+        // Chunks with an answer (maybe not the first yet), and those settled.
+        let (mut seen, mut known) = (0u32, 0u32);
+        let mut past = 0;
+        let hi = index_key(x, u64::MAX, u8::MAX);
+        for kv in self.index.range(walk_start(x, ts)..=hi) {
+            let (k, v) = kv?;
+            let g = decode_group(&k, &v).ok_or_else(|| self.bad_index())?;
+            let (_, key_ts, _) = parse_key(&k).ok_or_else(|| self.bad_index())?;
+            // Answers stamped before this key are settled.
+            let mut open = seen & !known;
+            while open != 0 {
+                let c = open.trailing_zeros() as usize;
+                open &= open - 1;
+                if hits[c].is_some_and(|((t, _, _), _)| t < key_ts) {
+                    known |= 1 << c;
+                }
+            }
+            if known & want == want {
+                if known == ALL || past >= extra {
+                    return Ok((hits, known));
+                }
+                past += 1;
+            }
+            for it in &g {
+                if it.ts <= ts {
+                    continue;
+                }
+                let mut bits = it.loc.mask() & !known;
+                while bits != 0 {
+                    let c = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let better = hits[c].is_none_or(|((t, _, _), _)| it.ts < t);
+                    if better {
+                        hits[c] = it
+                            .loc
+                            .for_chunk(c as u64)
+                            .map(|l| ((it.ts, it.port, it.seq), l));
+                        seen |= 1 << c;
+                    }
+                }
+            }
+        }
+        // The extent's end: every answer is final (`None`: nothing after `ts`).
+        Ok((hits, ALL))
+    }
+
     /// [`first_after_range`](Self::first_after_range) for point-in-time reads: each extent is
     /// answered from the [`HitCache`] when it knows the asked chunks, else by a walk of the
-    /// extent that also notes the first entries of the other chunks it passes, up to
-    /// `EXTRA_KEYS` keys beyond the last asked one.
+    /// extent that also notes the first entries of the other chunks it settles, going on for
+    /// up to `EXTRA_GROUPS` groups past the one that answered the asked ones.
     pub fn first_after_range_cached(
         &self,
         c0: u64,
         c1: u64,
         ts: u64,
     ) -> Result<Vec<Option<IndexHit>>> {
-        const EXTRA_KEYS: u32 = 16;
-        const ALL: u32 = (1 << EXTENT_CHUNKS) - 1;
+        const EXTRA_GROUPS: u32 = 4;
         let n = (c1 - c0 + 1) as usize;
         let mut out = vec![None; n];
         if ts == u64::MAX {
@@ -1349,35 +1335,7 @@ impl PrimaryJournal {
                 Some(h) => h,
                 None => {
                     let generation = self.hits.generation();
-                    let mut hits = [None; EXTENT_CHUNKS as usize];
-                    let mut known = 0u32;
-                    let mut extra = 0;
-                    let lo = index_key(x, ts + 1, 0);
-                    let hi = index_key(x, u64::MAX, u8::MAX);
-                    let mut walk = self.index.range(lo..=hi);
-                    loop {
-                        let Some(kv) = walk.next() else {
-                            // No more entries after `ts` in this extent.
-                            known = ALL;
-                            break;
-                        };
-                        let (k, v) = kv?;
-                        let ((_, kts, port, seq), loc) =
-                            decode_entry(&k, &v).ok_or_else(|| self.bad_index())?;
-                        let mut new = loc.mask() & !known;
-                        known |= new;
-                        while new != 0 {
-                            let k = u64::from(new.trailing_zeros());
-                            new &= new - 1;
-                            hits[k as usize] = loc.for_chunk(k).map(|l| ((kts, port, seq), l));
-                        }
-                        if known & want == want {
-                            extra += 1;
-                            if known == ALL || extra > EXTRA_KEYS {
-                                break;
-                            }
-                        }
-                    }
+                    let (hits, known) = self.walk_extent(x, ts, want, EXTRA_GROUPS)?;
                     self.hits.put(ts, x, generation, known, hits);
                     hits
                 }
@@ -1667,29 +1625,61 @@ impl PrimaryJournal {
         Ok(())
     }
 
-    /// Iterate the whole index in key order.
-    pub fn iter_index(&self) -> impl Iterator<Item = Result<IndexEntry>> + '_ {
-        self.index.iter().filter_map(move |kv| {
-            let (k, v) = match kv {
-                Ok(kv) => kv,
-                Err(e) => return Some(Err(e.into())),
-            };
-            if k.as_ref() == COUNT_KEY {
-                return None;
-            }
-            Some(decode_entry(&k, &v).ok_or_else(|| self.bad_index()))
-        })
+    /// Every index entry, in `(extent, ts, run start)` order, each with the key of its group
+    /// (for [`remove_entries`](Self::remove_entries)).
+    pub fn iter_index(&self) -> impl Iterator<Item = Result<(IndexEntry, [u8; KEY_LEN])>> + '_ {
+        let groups = self
+            .index
+            .iter()
+            .filter_map(move |kv| -> Option<Result<Group>> {
+                let (k, v) = match kv {
+                    Ok(kv) => kv,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                if k.as_ref() == COUNT_KEY {
+                    return None;
+                }
+                let Some(key) = <[u8; KEY_LEN]>::try_from(k.as_ref()).ok() else {
+                    return Some(Err(self.bad_index()));
+                };
+                Some(
+                    decode_group(&k, &v)
+                        .map(|g| (key, g))
+                        .ok_or_else(|| self.bad_index()),
+                )
+            });
+        Ordered::new(groups)
+            .map(|r| r.map(|(it, key)| (((it.extent, it.ts, it.port, it.seq), it.loc), key)))
     }
 
-    /// Remove index keys that exist (the caller found them in the index; index changes are
-    /// serialized by the store's flush lock).
-    /// Each key comes with the number of chunks it covers (`Loc::n`), for the running count.
-    pub fn remove_keys(&self, keys: &[([u8; KEY_LEN], u8)]) -> Result<()> {
-        let mut b = sled::Batch::default();
+    /// Drop index entries, each given as `(group key, ts, run start, chunks)`: each group
+    /// keeps the rest of its entries under its key, or goes when none is left. Callers
+    /// serialize this with appends (the store's flush lock).
+    pub fn remove_entries(&self, entries: &[([u8; KEY_LEN], u64, u8, u8)]) -> Result<()> {
+        let mut by_group: BTreeMap<[u8; KEY_LEN], Vec<(u64, u8)>> = BTreeMap::new();
         let mut chunks = 0u64;
-        for (k, n) in keys {
-            b.remove(&k[..]);
-            chunks += u64::from(*n);
+        for &(key, ts, lo, n) in entries {
+            by_group.entry(key).or_default().push((ts, lo));
+            chunks += u64::from(n);
+        }
+        let mut b = sled::Batch::default();
+        for (key, gone) in by_group {
+            let Some(v) = self.index.get(key)? else {
+                continue;
+            };
+            let g = decode_group(&key, &v).ok_or_else(|| self.bad_index())?;
+            let left: Vec<Indexed> = g
+                .into_iter()
+                .filter(|it| !gone.contains(&(it.ts, it.loc.lo)))
+                .collect();
+            if left.is_empty() {
+                b.remove(&key[..]);
+            } else {
+                b.insert(
+                    &key[..],
+                    super::index_group::encode_group_keyed(&key, &left),
+                );
+            }
         }
         let n = self.count()?.saturating_sub(chunks);
         b.insert(COUNT_KEY, &n.to_be_bytes()[..]);
@@ -1714,14 +1704,18 @@ impl PrimaryJournal {
     #[cfg(test)]
     pub fn walk_len(&self) -> usize {
         self.iter_index()
-            .map(|r| usize::from(r.map(|(_, l)| l.n).unwrap_or(0)))
+            .map(|r| usize::from(r.map(|((_, l), _)| l.n).unwrap_or(0)))
             .sum()
     }
 
-    /// Index keys (for tests of the extent layout).
+    /// Keys of the index, the entry count aside (for tests of the layout).
     #[cfg(test)]
     pub fn key_count(&self) -> usize {
-        self.iter_index().count()
+        self.index
+            .iter()
+            .keys()
+            .filter(|k| k.as_ref().map_or(true, |k| k.as_ref() != COUNT_KEY))
+            .count()
     }
 
     /// Segment ids on disk, and the one being appended to.
@@ -1765,6 +1759,7 @@ impl PrimaryJournal {
 
 #[cfg(test)]
 mod tests {
+    use super::super::index_group::GROUP_SPAN;
     use super::*;
 
     fn entry(ts: u64, lba: u64, byte: u8) -> Entry {
@@ -1886,67 +1881,13 @@ mod tests {
         }
         let (p, r) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
         assert!(r.rebuilt);
-        assert_eq!((p.len(), p.walk_len(), p.key_count()), (21, 21, 3));
+        // Extent 0: both records in one group; extent 1: the first one's last 4 chunks.
+        assert_eq!((p.len(), p.walk_len(), p.key_count()), (21, 21, 2));
         assert_eq!(chunk_byte(&p, 1, 0), Some((10, Some(2))));
         assert_eq!(chunk_byte(&p, 1, 10), Some((11, Some(2))));
         drop(p);
         let (_, r) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
         assert!(!r.rebuilt, "marked current once rebuilt");
-    }
-
-    proptest::proptest! {
-        /// Index keys and values decode to what was encoded, whatever the numbers' sizes; a
-        /// value cut short or with a byte too many, or a key of another length, is no entry.
-        #[test]
-        fn index_entries_round_trip(
-            extent in proptest::num::u64::ANY,
-            ts in proptest::num::u64::ANY,
-            port in proptest::num::u64::ANY,
-            seq in proptest::num::u64::ANY,
-            seg in proptest::num::u64::ANY,
-            off in proptest::num::u64::ANY,
-            len in proptest::num::u32::ANY,
-            idx in proptest::num::u32::ANY,
-            lo in 0u8..16,
-            n in 1u8..=16,
-        ) {
-            let loc = Loc { seg, off, len, idx, lo, n: n.min(16 - lo) };
-            let k = index_key(extent, ts, lo);
-            let v = loc.encode(port, seq);
-            proptest::prop_assert_eq!(decode_entry(&k, &v), Some(((extent, ts, port, seq), loc)));
-            proptest::prop_assert_eq!(decode_entry(&k, &v[..v.len() - 1]), None);
-            let mut long = v.to_vec();
-            long.push(0);
-            proptest::prop_assert_eq!(decode_entry(&k, &long), None);
-            proptest::prop_assert_eq!(decode_entry(&k[..KEY_LEN - 1], &v), None);
-        }
-    }
-
-    /// A run of no chunks, or one past its extent's end, is no entry.
-    #[test]
-    fn index_values_with_impossible_runs_are_rejected() {
-        let loc = Loc {
-            seg: 1,
-            off: 2,
-            len: 3,
-            idx: 0,
-            lo: 15,
-            n: 1,
-        };
-        let k = index_key(1, 2, 15);
-        assert!(decode_entry(&k, &loc.encode(1, 1)).is_some());
-        assert!(decode_entry(&k, &Loc { n: 2, ..loc }.encode(1, 1)).is_none());
-        assert!(decode_entry(&k, &Loc { n: 0, ..loc }.encode(1, 1)).is_none());
-        // 4 KiB writes: key and value about 31 bytes, against 59 in the fixed-width format.
-        let small = Loc {
-            seg: 40,
-            off: 7 << 20,
-            len: 4168,
-            idx: 0,
-            lo: 3,
-            n: 1,
-        };
-        assert!(KEY_LEN + small.encode(2, 300_000).len() <= 31);
     }
 
     proptest::proptest! {
@@ -1957,6 +1898,8 @@ mod tests {
         fn lookups_match_a_brute_force_answer(
             writes in proptest::collection::vec((0u64..60, 1u32..40, 0u8..4), 1..60),
             probes in proptest::collection::vec((0u64..100, 0u64..100, 0u64..80), 1..12),
+            step in proptest::prop_oneof![proptest::strategy::Just(100u64), proptest::strategy::Just(GROUP_SPAN / 3)],
+            ports in 1usize..4,
         ) {
             let dir = tempfile::tempdir().unwrap();
             let (p, _) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
@@ -1964,14 +1907,29 @@ mod tests {
             for (i, (c, n, hot)) in writes.iter().enumerate() {
                 // `hot` > 0: a burst of single-chunk rewrites of chunk 17.
                 for j in 0..u64::from(*hot) * 5 {
-                    es.push(entry(1000 + i as u64 * 100 + j, 17 * 8, 9));
+                    es.push(entry(1000 + i as u64 * step + j, 17 * 8, 9));
                 }
-                es.push(multi(1000 + i as u64 * 100 + 50, c * 8, *n, i as u8, None));
+                es.push(multi(1000 + i as u64 * step + 50, c * 8, *n, i as u8, None));
             }
+            // Entries of `ports` ports, each flushed on its own: their groups interleave in
+            // time (and with large steps, groups are cut by their span).
+            let append = |part: &[Entry]| {
+                for port in 0..ports {
+                    let mine: Vec<Entry> = part
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| i % ports == port)
+                        .map(|(_, e)| e.clone())
+                        .collect();
+                    if !mine.is_empty() {
+                        p.append(&mine).unwrap();
+                    }
+                }
+            };
             // Half the records now, half after the first probes: the cached lookups must see
             // the second half (the append changes the index generation).
             let half = es.len() / 2;
-            p.append(&es[..half]).unwrap();
+            append(&es[..half]);
             let brute_upto = |c: u64, ts: u64, upto: usize| {
                 es[..upto].iter()
                     .filter(|e| e.ts > ts && (e.first_chunk()..e.first_chunk() + u64::from(e.chunks())).contains(&c))
@@ -1980,7 +1938,7 @@ mod tests {
             };
             for (a, b, t) in probes.iter().copied() {
                 let (c0, c1) = (a.min(b), a.max(b));
-                let ts = 1000 + t * 100;
+                let ts = 1000 + t * step;
                 // Twice: the second answer comes from the cache where the first walk noted it.
                 for _ in 0..2 {
                     let got = p.first_after_range_cached(c0, c1, ts).unwrap();
@@ -1990,7 +1948,8 @@ mod tests {
                     }
                 }
             }
-            p.append(&es[half..]).unwrap();
+            append(&es[half..]);
+            proptest::prop_assert_eq!(p.walk_len(), p.len());
             let brute = |c: u64, ts: u64| {
                 es.iter()
                     .filter(|e| e.ts > ts && (e.first_chunk()..e.first_chunk() + u64::from(e.chunks())).contains(&c))
@@ -1999,7 +1958,7 @@ mod tests {
             };
             for (a, b, t) in probes {
                 let (c0, c1) = (a.min(b), a.max(b));
-                let ts = 1000 + t * 100;
+                let ts = 1000 + t * step;
                 let got = p.first_after_range(c0, c1, ts).unwrap();
                 for c in c0..=c1 {
                     let want = brute(c, ts);
@@ -2124,12 +2083,20 @@ mod tests {
             .iter_index()
             .take(10)
             .map(|r| {
-                let ((x, ts, _, _), l) = r.unwrap();
-                (index_key(x, ts, l.lo), l.n)
+                let (((_, ts, _, _), l), group) = r.unwrap();
+                (group, ts, l.lo, l.n)
             })
             .collect();
-        p.remove_keys(&gone).unwrap();
+        p.remove_entries(&gone).unwrap();
         assert_eq!((p.len(), p.walk_len()), (291, 291));
+        for (_, ts, _, _) in &gone {
+            let c = ts % 3;
+            assert_ne!(
+                p.first_after(c, ts - 1).unwrap().map(|h| h.0 .0),
+                Some(*ts),
+                "removed"
+            );
+        }
         p.flush_index().unwrap();
         drop(p);
         let (p, _) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
