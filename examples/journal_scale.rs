@@ -15,6 +15,10 @@
 //!               (`_exit`); time to open the journal again (replay + index catch-up)
 //!   merge       retention merge over the whole index: entries/s
 //!
+//! Writes go sequentially through the volume, pass after pass; `--random` scatters them
+//! instead (each pass a fixed permutation of the volume's write slots), which is what a
+//! journal's index costs the most.
+//!
 //! The data directory is laid out like `rewind serve`'s (`volumes/scale/{volume.toml,journal}`
 //! with the volume file at `volumes/scale/data.img`), so `integration/bench/scale.sh` can serve
 //! it and time `rewind view export` through the daemon; pass `--keep` for that.
@@ -37,6 +41,7 @@ struct Args {
     keep: bool,
     fill_only: bool,
     phase_child: bool,
+    random: bool,
 }
 
 fn parse_args() -> Args {
@@ -50,6 +55,7 @@ fn parse_args() -> Args {
         keep: false,
         fill_only: false,
         phase_child: false,
+        random: false,
     };
     let mut it = std::env::args().skip(1);
     let num = |v: Option<String>, what: &str| -> u64 {
@@ -66,11 +72,12 @@ fn parse_args() -> Args {
             "--write" => a.write = num(it.next(), "--write") as usize,
             "--keep" => a.keep = true,
             "--fill-only" => a.fill_only = true,
+            "--random" => a.random = true,
             "--crash-child" => a.phase_child = true,
             "-h" | "--help" => {
                 println!(
                     "journal_scale [--dir DIR] [--entries N] [--chunk BYTES] [--block 512|4096] \
-                     [--volume BYTES] [--write BYTES] [--keep] [--fill-only]"
+                     [--volume BYTES] [--write BYTES] [--random] [--keep] [--fill-only]"
                 );
                 std::process::exit(0);
             }
@@ -143,6 +150,23 @@ fn open(a: &Args, jdir: &Path, data: &Path, cfg: JournalConfig) -> (JournaledSto
     (j, t.elapsed())
 }
 
+/// Slot `k` of a pass of `n` slots, scattered: `k * step mod n` with a step coprime to `n`
+/// near `n` times the golden ratio, so that consecutive writes land far apart and every slot
+/// is written once per pass.
+fn scatter(k: u64, n: u64) -> u64 {
+    let gcd = |mut a: u64, mut b: u64| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let mut step = ((n as f64) * 0.618_033_988_7) as u64 | 1;
+    while gcd(step, n) != 1 {
+        step += 2;
+    }
+    ((k as u128 * step as u128) % n as u128) as u64
+}
+
 /// Write `entries` entries' worth of writes starting at write number `from`.
 fn write_entries(j: &JournaledStore, a: &Args, from: u64, entries: u64, port: u64) -> u64 {
     let per_write = (a.write / a.chunk as usize).max(1) as u64;
@@ -153,7 +177,12 @@ fn write_entries(j: &JournaledStore, a: &Args, from: u64, entries: u64, port: u6
     let mut i = from;
     while done < entries {
         fill_pattern(&mut buf, i);
-        let lba = (i % writes_per_pass) * blocks_per_write;
+        let slot = if a.random {
+            scatter(i % writes_per_pass, writes_per_pass)
+        } else {
+            i % writes_per_pass
+        };
+        let lba = slot * blocks_per_write;
         j.write(IoOrigin { port }, lba, &buf, false)
             .expect("journaled write");
         done += per_write;
