@@ -185,8 +185,10 @@ pub(crate) fn decode_group(k: &[u8], v: &[u8]) -> Option<Vec<Indexed>> {
 /// a new group once `GROUP_MAX` entries are in one or an entry is stamped more than
 /// `GROUP_SPAN` after its first. A repeated `(extent, ts, lo)` is kept once.
 pub(crate) fn build_groups(mut items: Vec<Indexed>) -> Vec<([u8; KEY_LEN], Vec<u8>)> {
-    items.sort_unstable_by_key(|i| (i.extent, i.loc.seg, i.ts, i.loc.lo));
+    // A repeat (the same write's run indexed twice) may name another segment: drop it first.
+    items.sort_unstable_by_key(|i| (i.order(), i.loc.seg));
     items.dedup_by_key(|i| i.order());
+    items.sort_by_key(|i| (i.extent, i.loc.seg, i.ts, i.loc.lo));
     let mut out = Vec::new();
     let mut from = 0;
     for i in 1..=items.len() {
@@ -364,8 +366,9 @@ mod tests {
                 prop_assert_eq!(decode_group(&k[..KEY_LEN - 1], v), None);
                 back.extend(g);
             }
+            // A repeated `(extent, ts, lo)` is kept once, from its lowest segment.
             let mut want = items;
-            want.sort_by_key(|i| i.order());
+            want.sort_by_key(|i| (i.order(), i.loc.seg));
             want.dedup_by_key(|i| i.order());
             back.sort_by_key(|i| i.order());
             prop_assert_eq!(back, want);
