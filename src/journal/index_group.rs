@@ -20,6 +20,7 @@
 //! the extent's chunks), then varints `port, seq, offset, record length, chunk index`.
 
 use super::primary::{Loc, EXTENT_CHUNKS};
+use super::record::push_var;
 use integer_encoding::VarInt;
 
 /// Bytes of an index key: `(extent, ts, run start)`.
@@ -98,17 +99,12 @@ pub(crate) fn encode_group_keyed(key: &[u8; KEY_LEN], items: &[Indexed]) -> Vec<
 fn encode_value(key_ts: u64, items: &[Indexed]) -> Vec<u8> {
     let first = items[0];
     let mut v = Vec::with_capacity(4 + items.len() * 16);
-    let mut buf = [0u8; 10];
-    let mut var = |v: &mut Vec<u8>, x: u64| {
-        let used = x.encode_var(&mut buf);
-        v.extend_from_slice(&buf[..used]);
-    };
-    var(&mut v, items.len() as u64);
-    var(&mut v, first.loc.seg);
+    push_var(&mut v, items.len() as u64);
+    push_var(&mut v, first.loc.seg);
     let mut prev = key_ts;
     for it in items {
         debug_assert_eq!((it.extent, it.loc.seg), (first.extent, first.loc.seg));
-        var(&mut v, it.ts - prev);
+        push_var(&mut v, it.ts - prev);
         prev = it.ts;
         v.push(it.loc.lo);
         v.push(it.loc.n);
@@ -119,7 +115,7 @@ fn encode_value(key_ts: u64, items: &[Indexed]) -> Vec<u8> {
             u64::from(it.loc.len),
             u64::from(it.loc.idx),
         ] {
-            var(&mut v, x);
+            push_var(&mut v, x);
         }
     }
     v

@@ -14,7 +14,7 @@
 //! up from there (or from 0 when the index is lost or inconsistent).
 
 use super::error::{JournalError, Result};
-use super::hit_cache::HitCache;
+use super::hit_cache::{ExtentHits, HitCache};
 use super::index_group::{
     build_groups, decode_group, parse_key, walk_start, Group, Indexed, Ordered,
 };
@@ -1229,19 +1229,33 @@ impl PrimaryJournal {
     /// `first_after` for every chunk of `c0..=c1`, with one ordered walk of the index per
     /// extent.
     pub fn first_after_range(&self, c0: u64, c1: u64, ts: u64) -> Result<Vec<Option<IndexHit>>> {
+        self.per_extent(c0, c1, ts, |x, want| {
+            Ok(self.walk_extent(x, ts, want, 0)?.0)
+        })
+    }
+
+    /// The answers for chunks `c0..=c1` after `ts`, taken extent by extent from what
+    /// `extent_hits(x, want)` gives for extent `x` and its chunks `want` in the range.
+    fn per_extent(
+        &self,
+        c0: u64,
+        c1: u64,
+        ts: u64,
+        mut extent_hits: impl FnMut(u64, u32) -> Result<ExtentHits>,
+    ) -> Result<Vec<Option<IndexHit>>> {
         let n = (c1 - c0 + 1) as usize;
         let mut out = vec![None; n];
         if ts == u64::MAX {
             return Ok(out);
         }
         for x in extent_of(c0).0..=extent_of(c1).0 {
-            let want = extent_mask(x, c0, c1);
-            let (hits, _) = self.walk_extent(x, ts, want, 0)?;
-            let mut bits = want;
-            while bits != 0 {
-                let k = u64::from(bits.trailing_zeros());
-                bits &= bits - 1;
-                out[(x * EXTENT_CHUNKS + k - c0) as usize] = hits[k as usize];
+            let hits = extent_hits(x, extent_mask(x, c0, c1))?;
+            let (first, last) = (
+                c0.max(x * EXTENT_CHUNKS),
+                c1.min(x * EXTENT_CHUNKS + EXTENT_CHUNKS - 1),
+            );
+            for c in first..=last {
+                out[(c - c0) as usize] = hits[(c - x * EXTENT_CHUNKS) as usize];
             }
         }
         Ok(out)
@@ -1254,15 +1268,9 @@ impl PrimaryJournal {
     ///
     /// A group's entries are at or after its key's stamp, and keys come in stamp order: once
     /// a key is stamped after a chunk's best answer, no later group has an earlier one.
-    fn walk_extent(
-        &self,
-        x: u64,
-        ts: u64,
-        want: u32,
-        extra: u32,
-    ) -> Result<([Option<IndexHit>; EXTENT_CHUNKS as usize], u32)> {
+    fn walk_extent(&self, x: u64, ts: u64, want: u32, extra: u32) -> Result<(ExtentHits, u32)> {
         const ALL: u32 = (1 << EXTENT_CHUNKS) - 1;
-        let mut hits: [Option<IndexHit>; EXTENT_CHUNKS as usize] = [None; EXTENT_CHUNKS as usize];
+        let mut hits: ExtentHits = [None; EXTENT_CHUNKS as usize];
         // Chunks with an answer (maybe not the first yet), and those settled.
         let (mut seen, mut known) = (0u32, 0u32);
         let mut past = 0;
@@ -1320,31 +1328,15 @@ impl PrimaryJournal {
         ts: u64,
     ) -> Result<Vec<Option<IndexHit>>> {
         const EXTRA_GROUPS: u32 = 4;
-        let n = (c1 - c0 + 1) as usize;
-        let mut out = vec![None; n];
-        if ts == u64::MAX {
-            return Ok(out);
-        }
-        for x in extent_of(c0).0..=extent_of(c1).0 {
-            let (first, last) = (
-                c0.max(x * EXTENT_CHUNKS),
-                c1.min(x * EXTENT_CHUNKS + EXTENT_CHUNKS - 1),
-            );
-            let want = extent_mask(x, c0, c1);
-            let hits = match self.hits.get(ts, x, want) {
-                Some(h) => h,
-                None => {
-                    let generation = self.hits.generation();
-                    let (hits, known) = self.walk_extent(x, ts, want, EXTRA_GROUPS)?;
-                    self.hits.put(ts, x, generation, known, hits);
-                    hits
-                }
-            };
-            for c in first..=last {
-                out[(c - c0) as usize] = hits[(c - x * EXTENT_CHUNKS) as usize];
+        self.per_extent(c0, c1, ts, |x, want| {
+            if let Some(h) = self.hits.get(ts, x, want) {
+                return Ok(h);
             }
-        }
-        Ok(out)
+            let generation = self.hits.generation();
+            let (hits, known) = self.walk_extent(x, ts, want, EXTRA_GROUPS)?;
+            self.hits.put(ts, x, generation, known, hits);
+            Ok(hits)
+        })
     }
 
     fn bad_index(&self) -> JournalError {

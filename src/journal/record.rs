@@ -384,6 +384,13 @@ pub fn entry_record_len(e: &Entry) -> usize {
     n
 }
 
+/// Append `x` to `out` as a LEB128 varint (what kind 5 heads and index groups use).
+pub(crate) fn push_var(out: &mut Vec<u8>, x: u64) {
+    let mut buf = [0u8; 10];
+    let used = x.encode_var(&mut buf);
+    out.extend_from_slice(&buf[..used]);
+}
+
 /// Some chunk of `e` is unallocated (a kind 5 head then carries the bitmap).
 fn has_unallocated(e: &Entry) -> bool {
     e.unallocated.iter().any(|b| *b != 0)
@@ -415,11 +422,6 @@ fn chunk_ranges(e: &Entry) -> impl Iterator<Item = Option<std::ops::Range<usize>
 /// current format's entry record (kind 5: varint fields, a checksum per chunk).
 pub fn encode_entry_head(e: &Entry, status: Status, out: &mut Vec<u8>) {
     let start = begin(out, KIND_COMPACT_ENTRY);
-    let mut buf = [0u8; 10];
-    let mut var = |out: &mut Vec<u8>, x: u64| {
-        let used = x.encode_var(&mut buf);
-        out.extend_from_slice(&buf[..used]);
-    };
     out.extend_from_slice(&e.ts.to_le_bytes());
     for x in [
         e.port,
@@ -428,7 +430,7 @@ pub fn encode_entry_head(e: &Entry, status: Status, out: &mut Vec<u8>) {
         u64::from(e.blocks),
         u64::from(e.chunk_blocks),
     ] {
-        var(out, x);
+        push_var(out, x);
     }
     let unallocated = has_unallocated(e);
     out.push(status.to_u8());
@@ -439,9 +441,9 @@ pub fn encode_entry_head(e: &Entry, status: Status, out: &mut Vec<u8>) {
             | if ports { FLAG_PORTS } else { 0 },
     );
     if ports {
-        var(out, e.invalid_ports.len() as u64);
+        push_var(out, e.invalid_ports.len() as u64);
         for p in &e.invalid_ports {
-            var(out, *p);
+            push_var(out, *p);
         }
     }
     if unallocated {
