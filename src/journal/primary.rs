@@ -2310,45 +2310,10 @@ mod tests {
     /// the current version.
     #[test]
     fn version_3_segments_are_read_and_not_appended_to() {
-        use super::super::record::{encode_entry_v3, encode_header_version};
-        let dir = tempfile::tempdir().unwrap();
-        drop(PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap());
-        let seg = seg_path(&dir.path().join("primary"), 1);
-        let mut buf = encode_header_version(
-            &SegmentHeader {
-                kind: SegmentKind::Primary,
-                chunk_bytes: 4096,
-                id: 1,
-            },
-            3,
-        )
-        .to_vec();
-        encode_entry_v3(&multi(10, 0, 32, 1, Some(5)), &mut buf);
-        encode_entry_v3(&multi(11, 64 * 8, 2, 100, None), &mut buf);
-        std::fs::write(&seg, &buf).unwrap();
-        std::fs::remove_dir_all(dir.path().join("index")).unwrap();
-        let (p, r) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
-        assert_eq!(r.records_indexed, 34);
-        assert_eq!(read(&p, 7, 1, 0, 4096).unwrap(), vec![8; 4096]);
-        assert_eq!(
-            read(&p, 4, 3, 512, 2 * 4096).unwrap(),
-            expect(32, 1, Some(5), 4, 512, 2 * 4096)
-        );
-        assert_eq!(read(&p, 65, 1, 0, 4096).unwrap(), vec![101; 4096]);
+        use super::super::record::encode_entry_v3;
+        let (dir, seg, buf, p) = older_segment_read_and_appended_after(3, encode_entry_v3);
         assert_eq!(chunk_byte(&p, 5, 0), Some((10, None)));
-        p.append(&[multi(20, 0, 2, 50, None)]).unwrap();
-        assert_eq!(
-            std::fs::read(&seg).unwrap(),
-            buf,
-            "the version 3 segment is unchanged"
-        );
-        assert_eq!(p.segments().unwrap().0.len(), 2);
         assert_eq!(read(&p, 1, 1, 0, 4096).unwrap_or_default().len(), 4096);
-        let ((ts, _, _), loc) = p.first_after(1, 10).unwrap().unwrap();
-        assert_eq!(ts, 20);
-        let mut out = vec![0u8; 4096];
-        p.read_chunks(loc, 1, 0, &mut out, 512).unwrap();
-        assert_eq!(out, vec![51; 4096]);
         // A flipped byte in an old record: its whole-record checksum.
         let mut bad = buf.clone();
         let n = bad.len();
@@ -2367,7 +2332,22 @@ mod tests {
     /// is read chunk by chunk as it is; appends go to a new segment of the current version.
     #[test]
     fn version_4_segments_are_read_and_not_appended_to() {
-        use super::super::record::{encode_entry_head_v4, encode_header_version};
+        use super::super::record::encode_entry_head_v4;
+        older_segment_read_and_appended_after(4, |e, buf| {
+            encode_entry_head_v4(e, e.status, buf);
+            buf.extend_from_slice(&e.data);
+        });
+    }
+
+    /// A journal whose one segment is of format `version`, its two entries written by
+    /// `encode`, with its index lost: it opens, its entries read back, and an append goes to a
+    /// new segment of the current version, leaving it unchanged. Returns the journal's
+    /// directory, the segment's path and bytes, and the open journal.
+    fn older_segment_read_and_appended_after(
+        version: u16,
+        encode: impl Fn(&Entry, &mut Vec<u8>),
+    ) -> (tempfile::TempDir, PathBuf, Vec<u8>, PrimaryJournal) {
+        use super::super::record::encode_header_version;
         let dir = tempfile::tempdir().unwrap();
         drop(PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap());
         let seg = seg_path(&dir.path().join("primary"), 1);
@@ -2377,16 +2357,11 @@ mod tests {
                 chunk_bytes: 4096,
                 id: 1,
             },
-            4,
+            version,
         )
         .to_vec();
-        for e in [
-            multi(10, 0, 32, 1, Some(5)),
-            multi(11, 64 * 8, 2, 100, None),
-        ] {
-            encode_entry_head_v4(&e, e.status, &mut buf);
-            buf.extend_from_slice(&e.data);
-        }
+        encode(&multi(10, 0, 32, 1, Some(5)), &mut buf);
+        encode(&multi(11, 64 * 8, 2, 100, None), &mut buf);
         std::fs::write(&seg, &buf).unwrap();
         std::fs::remove_dir_all(dir.path().join("index")).unwrap();
         let (p, r) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
@@ -2401,7 +2376,7 @@ mod tests {
         assert_eq!(
             std::fs::read(&seg).unwrap(),
             buf,
-            "the version 4 segment is unchanged"
+            "the version {version} segment is unchanged"
         );
         assert_eq!(p.segments().unwrap().0.len(), 2);
         let ((ts, _, _), loc) = p.first_after(1, 10).unwrap().unwrap();
@@ -2409,6 +2384,7 @@ mod tests {
         let mut out = vec![0u8; 4096];
         p.read_chunks(loc, 1, 0, &mut out, 512).unwrap();
         assert_eq!(out, vec![51; 4096]);
+        (dir, seg, buf, p)
     }
 
     #[test]
