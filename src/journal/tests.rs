@@ -364,7 +364,8 @@ fn reopening_waits_for_the_index_lock_and_keeps_bookmarks() {
     }
     let held = loop {
         // Wait until the closed journal has let go, then hold the index ourselves.
-        match sled::Config::new().path(dir.path().join("index")).open() {
+        let index = sled::Config::new().path(dir.path().join("index"));
+        match index.use_compression(true).open() {
             Ok(db) => break db,
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
@@ -377,6 +378,53 @@ fn reopening_waits_for_the_index_lock_and_keeps_bookmarks() {
     release.join().unwrap();
     assert_eq!(js.bookmarks().unwrap().len(), 1, "the bookmark survived");
     assert!(!js.recovery_report().primary.rebuilt, "the index was kept");
+}
+
+/// A new index compresses its pages; an index made before that (sled cannot change the
+/// setting of an existing database) is opened as it is: not taken for a damaged one and
+/// rebuilt, which would throw its bookmarks away.
+#[test]
+fn an_uncompressed_index_is_kept_and_a_new_one_is_compressed() {
+    let compressed = |d: &std::path::Path| {
+        // sled's `conf`: `key: value` lines, then a checksum
+        let conf = std::fs::read(d.join("index").join("conf")).unwrap();
+        let conf = String::from_utf8_lossy(&conf);
+        assert!(conf.contains("use_compression: "), "sled's conf: {conf}");
+        conf.contains("use_compression: true")
+    };
+    let fresh = tempfile::tempdir().unwrap();
+    drop(JournaledStore::open(fresh.path(), MemStore::new(32), test_cfg()).unwrap());
+    assert!(compressed(fresh.path()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let vol = MemStore::new(32);
+    drop(sled::open(dir.path().join("index")).unwrap());
+    let open = || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match JournaledStore::open(dir.path(), vol.clone(), test_cfg()) {
+                Ok(js) => break js,
+                Err(JournalError::IndexLocked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let js = open();
+    js.write(port(1), 0, &[1u8; BS], false).unwrap();
+    let ts = js.bookmark("kept").unwrap();
+    js.write(port(1), 0, &[2u8; BS], false).unwrap();
+    js.flush().unwrap();
+    drop(js);
+    let js = open();
+    assert!(!js.recovery_report().primary.rebuilt, "the index was kept");
+    assert_eq!(js.bookmarks().unwrap(), vec![("kept".to_string(), ts)]);
+    let mut b = [0u8; BS];
+    js.view_at(ts).unwrap().read(0, &mut b).unwrap();
+    assert_eq!(b, [1u8; BS], "the history is still found");
+    drop(js);
+    assert!(!compressed(dir.path()), "the old index keeps its setting");
 }
 
 /// A journal from before `meta.log` (its metadata in sled only) seeds the log from sled at
