@@ -17,7 +17,7 @@
 //!
 //! Writes go sequentially through the volume, pass after pass; `--random` scatters them
 //! instead (each pass a fixed permutation of the volume's write slots), which is what a
-//! journal's index costs the most.
+//! journal's index costs the most; `--index-compression` sets `[journal] index_compression`.
 //!
 //! The data directory is laid out like `rewind serve`'s (`volumes/scale/{volume.toml,journal}`
 //! with the volume file at `volumes/scale/data.img`), so `integration/bench/scale.sh` can serve
@@ -42,6 +42,7 @@ struct Args {
     fill_only: bool,
     phase_child: bool,
     random: bool,
+    index_compression: bool,
 }
 
 fn parse_args() -> Args {
@@ -56,6 +57,7 @@ fn parse_args() -> Args {
         fill_only: false,
         phase_child: false,
         random: false,
+        index_compression: false,
     };
     let mut it = std::env::args().skip(1);
     let num = |v: Option<String>, what: &str| -> u64 {
@@ -73,11 +75,13 @@ fn parse_args() -> Args {
             "--keep" => a.keep = true,
             "--fill-only" => a.fill_only = true,
             "--random" => a.random = true,
+            "--index-compression" => a.index_compression = true,
             "--crash-child" => a.phase_child = true,
             "-h" | "--help" => {
                 println!(
                     "journal_scale [--dir DIR] [--entries N] [--chunk BYTES] [--block 512|4096] \
-                     [--volume BYTES] [--write BYTES] [--random] [--keep] [--fill-only]"
+                     [--volume BYTES] [--write BYTES] [--random] [--index-compression] [--keep] \
+                     [--fill-only]"
                 );
                 std::process::exit(0);
             }
@@ -130,6 +134,7 @@ fn config(a: &Args) -> JournalConfig {
         chunk_size: a.chunk,
         // Merges only when asked (the merge phase); everything is kept until then.
         merge_interval: HumanDuration(Duration::ZERO),
+        index_compression: a.index_compression,
         ..JournalConfig::default()
     }
 }

@@ -28,15 +28,8 @@ OUT=${OUT:-$WORK}
 mkdir -p "$OUT"
 head -c "$GIB" /dev/urandom >"$WORK/vol.img"
 REWIND_DATA=$WORK/data
-printf '[[volume]]\nname = "vol"\npath = "%s"\n' "$WORK/vol.img" >"$WORK/rewind.toml"
+printf '[[volume]]\nname = "vol"\npath = "%s"\njournal = %s\n' "$WORK/vol.img" "$JOURNAL" >"$WORK/rewind.toml"
 REWIND_SERVE_ARGS="--config $WORK/rewind.toml" RUST_LOG=warn target_start
-if [ "$JOURNAL" = false ]; then
-    # the config's per-volume `journal = false` is not applied; volume.toml's is
-    target_stop
-    sed -i 's/^journal = true$/journal = false/' "$REWIND_DATA/volumes/vol/volume.toml"
-    rm -rf "$REWIND_DATA/volumes/vol/journal"
-    REWIND_SERVE_ARGS="--config $WORK/rewind.toml" RUST_LOG=warn target_start
-fi
 URL="iscsi://127.0.0.1:$TARGET_PORT/$REWIND_IQN_PREFIX:vol/0"
 # warm up (first session, page cache), then profile a second run
 qemu-img bench -w -t none -f raw -c 20000 -d "$DEPTH" -s "$SIZE" "$URL" >/dev/null

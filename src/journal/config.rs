@@ -35,6 +35,10 @@ pub struct JournalConfig {
     /// oldest history is dropped (as for `max_bytes`) so the volume and today's writes keep
     /// room. 0 turns the guard off.
     pub min_free_percent: u8,
+    /// A new index compresses its pages (zstd): about 40 % smaller where writes are scattered
+    /// (each index group then holds one entry), for more CPU in the flusher and the merge. An
+    /// existing index keeps the setting it was made with.
+    pub index_compression: bool,
 }
 
 impl Default for JournalConfig {
@@ -51,6 +55,7 @@ impl Default for JournalConfig {
             retention: RetentionPolicy::default(),
             max_bytes: 0,
             min_free_percent: 10,
+            index_compression: false,
         }
     }
 }

@@ -474,8 +474,8 @@ pub struct PrimaryRecovery {
 /// the index only holds small values, so a small cache does.
 pub(crate) const INDEX_CACHE_BYTES: u64 = 64 << 20;
 
-/// zstd level of the index's pages. sled compresses each page it writes; level 1 takes the
-/// least CPU, and higher levels made the index no smaller (a page holds at most 16 keys).
+/// zstd level of a compressed index's pages (`[journal] index_compression`). Level 1 takes
+/// the least CPU; higher levels made the index no smaller (a page holds at most 16 keys).
 const INDEX_ZSTD_LEVEL: i32 = 1;
 
 /// Open the sled index. sled holds an exclusive lock on it until its last reference (including
@@ -484,15 +484,14 @@ const INDEX_ZSTD_LEVEL: i32 = 1;
 /// lock is never mistaken for corruption: treating it as such would throw the index away, and
 /// the bookmarks with it.
 ///
-/// A new index compresses its pages (about a third smaller with scattered writes, whose index
-/// groups hold one entry each). sled cannot change that setting of an existing database, and
-/// says so with `Unsupported`: an index made before compression is opened as it is, not taken
-/// for a damaged one.
-fn open_index(dir: &Path) -> Result<sled::Db> {
-    match open_index_with(dir, true) {
+/// `compress` applies to a new index. sled cannot change that setting of an existing database
+/// and says so with `Unsupported`: an index made with the other setting is opened as it is,
+/// not taken for a damaged one.
+fn open_index(dir: &Path, compress: bool) -> Result<sled::Db> {
+    match open_index_with(dir, compress) {
         Err(JournalError::Index(sled::Error::Unsupported(why))) => {
-            tracing::debug!(%why, "journal index: opening it without compression");
-            open_index_with(dir, false)
+            tracing::info!(%why, compress = !compress, "journal index keeps the setting it was made with");
+            open_index_with(dir, !compress)
         }
         other => other,
     }
@@ -544,24 +543,38 @@ fn list_segments(dir: &Path) -> Result<BTreeSet<u64>> {
 
 impl PrimaryJournal {
     /// Open (or create) the primary journal in `dir`, catching the index up with the segments.
+    /// A new index is not compressed.
+    #[cfg(test)]
     pub fn open(
         dir: &Path,
         chunk_bytes: u32,
         block_size: u32,
         segment_size: u64,
     ) -> Result<(Self, PrimaryRecovery)> {
+        Self::open_with(dir, chunk_bytes, block_size, segment_size, false)
+    }
+
+    /// `open`, where a new index compresses its pages if `compress_index`
+    /// (`[journal] index_compression`; an existing index keeps the setting it was made with).
+    pub fn open_with(
+        dir: &Path,
+        chunk_bytes: u32,
+        block_size: u32,
+        segment_size: u64,
+        compress_index: bool,
+    ) -> Result<(Self, PrimaryRecovery)> {
         let seg_dir = dir.join("primary");
         std::fs::create_dir_all(&seg_dir)?;
         let idx_dir = dir.join("index");
         let mut rebuild = false;
-        let db = match open_index(&idx_dir) {
+        let db = match open_index(&idx_dir, compress_index) {
             Ok(db) => db,
             Err(e @ JournalError::IndexLocked { .. }) => return Err(e),
             Err(e) => {
                 tracing::warn!("journal index unreadable ({e}); rebuilding it from segments");
                 std::fs::remove_dir_all(&idx_dir)?;
                 rebuild = true;
-                open_index(&idx_dir)?
+                open_index(&idx_dir, compress_index)?
             }
         };
         let index = db.open_tree("index")?;

@@ -273,7 +273,13 @@ impl JournaledStore {
             ));
         }
         std::fs::create_dir_all(dir)?;
-        let (primary, prec) = PrimaryJournal::open(dir, chunk_bytes, block_size, cfg.segment_size)?;
+        let (primary, prec) = PrimaryJournal::open_with(
+            dir,
+            chunk_bytes,
+            block_size,
+            cfg.segment_size,
+            cfg.index_compression,
+        )?;
         let clock = StampClock::new(wall);
         clock.observe(prec.max_ts);
         let partial_dir = dir.join("partial");

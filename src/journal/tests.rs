@@ -364,8 +364,7 @@ fn reopening_waits_for_the_index_lock_and_keeps_bookmarks() {
     }
     let held = loop {
         // Wait until the closed journal has let go, then hold the index ourselves.
-        let index = sled::Config::new().path(dir.path().join("index"));
-        match index.use_compression(true).open() {
+        match sled::Config::new().path(dir.path().join("index")).open() {
             Ok(db) => break db,
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
@@ -380,11 +379,11 @@ fn reopening_waits_for_the_index_lock_and_keeps_bookmarks() {
     assert!(!js.recovery_report().primary.rebuilt, "the index was kept");
 }
 
-/// A new index compresses its pages; an index made before that (sled cannot change the
-/// setting of an existing database) is opened as it is: not taken for a damaged one and
-/// rebuilt, which would throw its bookmarks away.
+/// `index_compression` applies to a new index. An index made with the other setting (sled
+/// cannot change it in an existing database) is opened as it is: not taken for a damaged one
+/// and rebuilt, which would throw its bookmarks away.
 #[test]
-fn an_uncompressed_index_is_kept_and_a_new_one_is_compressed() {
+fn an_index_keeps_the_compression_it_was_made_with() {
     let compressed = |d: &std::path::Path| {
         // sled's `conf`: `key: value` lines, then a checksum
         let conf = std::fs::read(d.join("index").join("conf")).unwrap();
@@ -392,39 +391,45 @@ fn an_uncompressed_index_is_kept_and_a_new_one_is_compressed() {
         assert!(conf.contains("use_compression: "), "sled's conf: {conf}");
         conf.contains("use_compression: true")
     };
-    let fresh = tempfile::tempdir().unwrap();
-    drop(JournaledStore::open(fresh.path(), MemStore::new(32), test_cfg()).unwrap());
-    assert!(compressed(fresh.path()));
-
-    let dir = tempfile::tempdir().unwrap();
-    let vol = MemStore::new(32);
-    drop(sled::open(dir.path().join("index")).unwrap());
-    let open = || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match JournaledStore::open(dir.path(), vol.clone(), test_cfg()) {
-                Ok(js) => break js,
-                Err(JournalError::IndexLocked { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
+    let with = |on: bool| JournalConfig {
+        index_compression: on,
+        ..test_cfg()
     };
-    let js = open();
-    js.write(port(1), 0, &[1u8; BS], false).unwrap();
-    let ts = js.bookmark("kept").unwrap();
-    js.write(port(1), 0, &[2u8; BS], false).unwrap();
-    js.flush().unwrap();
-    drop(js);
-    let js = open();
-    assert!(!js.recovery_report().primary.rebuilt, "the index was kept");
-    assert_eq!(js.bookmarks().unwrap(), vec![("kept".to_string(), ts)]);
-    let mut b = [0u8; BS];
-    js.view_at(ts).unwrap().read(0, &mut b).unwrap();
-    assert_eq!(b, [1u8; BS], "the history is still found");
-    drop(js);
-    assert!(!compressed(dir.path()), "the old index keeps its setting");
+    for made_with in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = MemStore::new(32);
+        let open = |cfg: JournalConfig| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match JournaledStore::open(dir.path(), vol.clone(), cfg.clone()) {
+                    Ok(js) => break js,
+                    Err(JournalError::IndexLocked { .. })
+                        if std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        };
+        let js = open(with(made_with));
+        js.write(port(1), 0, &[1u8; BS], false).unwrap();
+        let ts = js.bookmark("kept").unwrap();
+        js.write(port(1), 0, &[2u8; BS], false).unwrap();
+        js.flush().unwrap();
+        drop(js);
+        assert_eq!(compressed(dir.path()), made_with, "a new index");
+        let js = open(with(!made_with));
+        assert!(!js.recovery_report().primary.rebuilt, "the index was kept");
+        assert_eq!(js.bookmarks().unwrap(), vec![("kept".to_string(), ts)]);
+        let mut b = [0u8; BS];
+        js.view_at(ts).unwrap().read(0, &mut b).unwrap();
+        assert_eq!(b, [1u8; BS], "the history is still found");
+        js.write(port(1), 0, &[3u8; BS], false).unwrap();
+        js.flush().unwrap();
+        drop(js);
+        assert_eq!(compressed(dir.path()), made_with, "kept its setting");
+    }
 }
 
 /// A journal from before `meta.log` (its metadata in sled only) seeds the log from sled at
