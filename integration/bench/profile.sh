@@ -30,6 +30,8 @@ head -c "$GIB" /dev/urandom >"$WORK/vol.img"
 REWIND_DATA=$WORK/data
 printf '[[volume]]\nname = "vol"\npath = "%s"\njournal = %s\n' "$WORK/vol.img" "$JOURNAL" >"$WORK/rewind.toml"
 REWIND_SERVE_ARGS="--config $WORK/rewind.toml" RUST_LOG=warn target_start
+if [ -d "$REWIND_DATA/volumes/vol/journal" ]; then journaled=true; else journaled=false; fi
+[ "$journaled" = "$JOURNAL" ] || fail "the volume's journal is $journaled, the config says $JOURNAL"
 URL="iscsi://127.0.0.1:$TARGET_PORT/$REWIND_IQN_PREFIX:vol/0"
 # warm up (first session, page cache), then profile a second run
 qemu-img bench -w -t none -f raw -c 20000 -d "$DEPTH" -s "$SIZE" "$URL" >/dev/null
