@@ -9,7 +9,8 @@
 #      the other files: `cdp` (journaled, the default) and `nojournal` (`journal = false`).
 #   3. Each round runs every workload against the three targets, in a rotating order:
 #        qemu-img bench  4 KiB writes QD32, 4 KiB reads QD32, 128 KiB writes QD16,
-#                        128 KiB reads QD16 (sequential, from offset 0)
+#                        128 KiB reads QD16 (sequential, from offset 0), and 4 KiB writes
+#                        QD32 scattered over the volume (each 1028 KiB after the one before)
 #        iscsi-perf      random 4 KiB reads, QD32, for a fixed time
 #      and the table shows the median of the rounds per workload and target, and the ratios
 #      rewind/tgt of the medians. After the 128 KiB writes, each round also times a dd copy of
@@ -67,10 +68,15 @@ while [ $# -gt 0 ]; do
 done
 [ "$ROUNDS" -ge 1 ] 2>/dev/null || fail "--rounds needs a positive number"
 
-# Workloads: NAME TOOL SIZE DEPTH COUNT (qemu-img: requests; iscsi-perf: seconds)
+# Workloads: NAME TOOL SIZE DEPTH COUNT (qemu-img: requests; iscsi-perf: seconds). qemu-ws
+# writes 4 KiB pieces SCATTER_STEP apart (qemu-img bench -S, wrapping at the end of the
+# volume): 257 chunks, so that each write lands in another 64 KiB index extent of the journal
+# and every 4 KiB slot is written once before any is written again.
+SCATTER_STEP=$((257 * 4096))
 if [ "$QUICK" = 1 ]; then
     WORKLOADS=(
         "write-4k qemu-w 4096 32 5000"
+        "write-4k-scatter qemu-ws 4096 32 5000"
         "read-4k qemu-r 4096 32 5000"
         "write-128k qemu-w 131072 16 800"
         "read-128k qemu-r 131072 16 800"
@@ -79,6 +85,7 @@ if [ "$QUICK" = 1 ]; then
 else
     WORKLOADS=(
         "write-4k qemu-w 4096 32 150000"
+        "write-4k-scatter qemu-ws 4096 32 60000"
         "read-4k qemu-r 4096 32 150000"
         "write-128k qemu-w 131072 16 8000"
         "read-128k qemu-r 131072 16 8000"
@@ -92,7 +99,7 @@ if [ -n "$ONLY" ]; then
         read -r name _ <<<"$wl"
         case ",$ONLY," in *",$name,"*) KEPT+=("$wl") ;; esac
     done
-    [ ${#KEPT[@]} -gt 0 ] || fail "--only $ONLY names no workload (write-4k read-4k write-128k read-128k randread-4k)"
+    [ ${#KEPT[@]} -gt 0 ] || fail "--only $ONLY names no workload (write-4k write-4k-scatter read-4k write-128k read-128k randread-4k)"
     WORKLOADS=("${KEPT[@]}")
 fi
 TARGETS=(tgt cdp nojournal)
@@ -212,9 +219,10 @@ run_one() {
     url=$(url_of "$t")
     out=$WORK/out.txt
     case "$tool" in
-        qemu-w|qemu-r)
+        qemu-w|qemu-ws|qemu-r)
             local w=()
             [ "$tool" = qemu-w ] && w=(-w)
+            [ "$tool" = qemu-ws ] && w=(-w -S "$SCATTER_STEP")
             qemu-img bench "${w[@]}" -t none -f raw -c "$count" -d "$depth" -s "$size" "$url" >"$out" 2>&1 \
                 || { sed 's/^/    | /' "$out" >&2; fail "qemu-img bench $name against $t failed"; }
             secs=$(sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p' "$out")
@@ -261,7 +269,7 @@ rounds() {
         log "round $r/$ROUNDS (${targets[*]})"
         for wl in "${WORKLOADS[@]}"; do
             read -r name tool size depth count <<<"$wl"
-            [ -n "${ONLY_READS:-}" ] && [ "$tool" = qemu-w ] && continue
+            [ -n "${ONLY_READS:-}" ] && [ "${tool#qemu-w}" != "$tool" ] && continue
             for ((k = 0; k < ${#targets[@]}; k++)); do
                 t=${targets[$(((k + r - 1) % ${#targets[@]}))]}
                 run_one "$r" "$t" "$name" "$tool" "$size" "$depth" "$count"
@@ -308,7 +316,7 @@ VIEW_TABLE=$WORK/view-table.md
     echo "|---|---:|---:|---:|---:|---:|"
     for wl in "${WORKLOADS[@]}"; do
         read -r name tool _ <<<"$wl"
-        [ "$tool" = qemu-w ] && continue
+        [ "${tool#qemu-w}" != "$tool" ] && continue
         li=$(median live "$name" 4) lm=$(median live "$name" 5)
         vi=$(median view "$name" 4) vm=$(median view "$name" 5)
         echo "| $name | $li | $lm | $vi | $vm | $(ratio "$vi" "$li") |"
