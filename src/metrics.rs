@@ -70,6 +70,7 @@ pub struct Metrics {
     latency: HistogramVec,
     pdus_rejected: IntCounter,
     journal_bytes: IntGaugeVec,
+    journal_entries: IntGaugeVec,
     oldest_point: IntGaugeVec,
     flush_lag: GaugeVec,
     merge_lag: GaugeVec,
@@ -103,6 +104,12 @@ impl Metrics {
             &["version"],
         )
         .unwrap();
+        // The process's resident memory, CPU time, open files and start time
+        // (`process_*`, read from /proc at scrape time).
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process metrics registered twice");
         register(&r, build.clone())
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -185,6 +192,17 @@ impl Metrics {
                     Opts::new(
                         "rewind_journal_bytes",
                         "Bytes the CDP journal of a volume holds on disk.",
+                    ),
+                    &["volume"],
+                )
+                .unwrap(),
+            ),
+            journal_entries: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "rewind_journal_entries",
+                        "Chunk versions (old data of one chunk from one write) indexed in a volume's primary CDP journal.",
                     ),
                     &["volume"],
                 )
@@ -349,6 +367,7 @@ impl Metrics {
                 let name = &v.meta.name;
                 let dir = reg.dd.volume_dir(name).join("journal");
                 self.journal_bytes(name, disk_usage(&dir));
+                self.journal_entries(name, j.primary_entries() as u64);
                 let oldest = std::time::UNIX_EPOCH + Duration::from_micros(j.oldest_point());
                 self.oldest_point(name, oldest);
                 self.flush_lag(name, j.flush_lag(now));
@@ -391,6 +410,12 @@ impl Metrics {
             .set(bytes.min(i64::MAX as u64) as i64);
     }
 
+    pub fn journal_entries(&self, volume: &str, entries: u64) {
+        self.journal_entries
+            .with_label_values(&[volume])
+            .set(entries.min(i64::MAX as u64) as i64);
+    }
+
     /// The oldest point in time `volume` can be rewound to.
     pub fn oldest_point(&self, volume: &str, at: SystemTime) {
         let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -420,6 +445,7 @@ impl Metrics {
     /// Forget a volume's CDP series (the volume was deleted).
     pub fn forget_volume(&self, volume: &str) {
         let _ = self.journal_bytes.remove_label_values(&[volume]);
+        let _ = self.journal_entries.remove_label_values(&[volume]);
         let _ = self.oldest_point.remove_label_values(&[volume]);
         let _ = self.flush_lag.remove_label_values(&[volume]);
         let _ = self.merge_lag.remove_label_values(&[volume]);
@@ -468,6 +494,7 @@ mod tests {
         m.command_done(CommandKind::Other, 0, Duration::from_micros(50));
         m.pdu_rejected();
         m.journal_bytes("vol0", 123);
+        m.journal_entries("vol0", 45);
         m.port_valid("vol0", "1", true);
         let text = m.render();
         assert!(text.contains("rewind_logins_total{result=\"success\"} 1"));
@@ -475,6 +502,8 @@ mod tests {
         assert!(text.contains("rewind_command_duration_seconds_count{kind=\"read\"} 1"));
         assert!(text.contains("rewind_pdus_rejected_total 1"));
         assert!(text.contains("rewind_journal_bytes{volume=\"vol0\"} 123"));
+        assert!(text.contains("rewind_journal_entries{volume=\"vol0\"} 45"));
+        assert!(text.contains("process_resident_memory_bytes "));
         assert!(text.contains("rewind_port_valid{port=\"1\",volume=\"vol0\"} 1"));
         assert!(text.contains("rewind_build_info{version="));
     }

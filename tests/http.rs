@@ -186,13 +186,19 @@ async fn http_api_metrics_status_volumes() {
         "rewind_command_duration_seconds",
         "rewind_pdus_rejected_total",
         "rewind_journal_bytes",
+        "rewind_journal_entries",
         "rewind_journal_oldest_point_timestamp_seconds",
         "rewind_journal_flush_lag_seconds",
         "rewind_journal_merge_lag_seconds",
         "rewind_port_valid",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
     ] {
         assert!(scrape.docs.contains_key(family), "no HELP for {family}");
     }
+    assert!(sample(&scrape, "process_resident_memory_bytes", None) > 0.0);
+    assert!(sample(&scrape, "process_open_fds", None) > 0.0);
     // Other tests in this process share the global registry: counters only grow.
     assert!(sample(&scrape, "rewind_sessions", None) >= 1.0);
     assert!(sample(&scrape, "rewind_connections", None) >= 1.0);
@@ -266,6 +272,23 @@ async fn http_api_metrics_status_volumes() {
                 && matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 1.0)),
         "no valid port for vol0"
     );
+    // The write's old data is indexed once its partial journal is flushed.
+    let vol0 = server
+        .running
+        .registry
+        .volumes()
+        .into_iter()
+        .find(|v| v.meta.name == "vol0")
+        .expect("vol0");
+    vol0.journal
+        .as_ref()
+        .expect("vol0 is journaled")
+        .flush_partials()
+        .expect("flush");
+    let r = request(http, "GET", "/metrics", None).await;
+    let scrape = prometheus_parse::Scrape::parse(r.body.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text format");
+    assert!(sample(&scrape, "rewind_journal_entries", Some(("volume", "vol0"))) >= 1.0);
 
     // Status: the same data as the admin socket.
     let r = request(http, "GET", "/api/v1/status", None).await;
