@@ -13,6 +13,8 @@
 //!   restore     restore_to(middle): MB/s of volume restored
 //!   recovery    a child process fills one partial journal and dies without shutdown
 //!               (`_exit`); time to open the journal again (replay + index catch-up)
+//!   rebuild     the index dropped and rebuilt from the segments (what the first start after
+//!               an index layout change does): entries/s
 //!   merge       retention merge over the whole index: entries/s
 //!
 //! Writes go sequentially through the volume, pass after pass; `--random` scatters them
@@ -366,6 +368,17 @@ fn main() {
         j.recovery_report().replayed_entries as f64,
         "entries",
     );
+
+    // ---- rebuild ----
+    let t = Instant::now();
+    let r = j.rebuild_index().expect("rebuild");
+    let secs = t.elapsed().as_secs_f64();
+    result(
+        "rebuild_entries_per_s",
+        r.records_indexed as f64 / secs,
+        "entries/s",
+    );
+    result("rebuild_seconds", secs, "s");
     drop(j);
 
     // ---- merge ----
