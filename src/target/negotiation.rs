@@ -104,13 +104,29 @@ pub struct Negotiator {
     answered: Vec<String>,
 }
 
+/// A decimal or `0x` hex constant; `None` when the value is not a number at all. A number too
+/// wide for 64 bits is still a number (saturated): it is out of every key's range, not malformed.
 fn parse_number(v: &str) -> Option<u64> {
-    if let Some(hex) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-        u64::from_str_radix(hex, 16).ok()
-    } else if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        v.parse().ok()
-    } else {
-        None
+    let (digits, radix) = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => (hex, 16),
+        None => (v, 10),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    // Only overflow is left to fail once every digit is known good.
+    Some(u64::from_str_radix(digits, radix).unwrap_or(u64::MAX))
+}
+
+/// The valid range of each numerical key this target negotiates (RFC 7143 section 13).
+fn numeric_range(key: &str) -> Option<(u32, u32)> {
+    match key {
+        "MaxConnections" | "MaxOutstandingR2T" => Some((1, 65_535)),
+        "MaxBurstLength" | "FirstBurstLength" => Some((512, 16_777_215)),
+        "DefaultTime2Wait" | "DefaultTime2Retain" => Some((0, 3600)),
+        "ErrorRecoveryLevel" => Some((0, 2)),
+        "iSCSIProtocolLevel" => Some((0, 31)),
+        _ => None,
     }
 }
 
@@ -251,6 +267,20 @@ impl Negotiator {
         if !self.once(key) {
             return Ok(Some(REJECT.into()));
         }
+        // A number outside the key's range is not admissible: answered Reject, which leaves the
+        // key at its current (or default) value (RFC 7143 6.2, 6.2.2). A value that is not a
+        // number at all does not follow the key's syntax and fails the login.
+        let n = match numeric_range(key) {
+            Some((min, max)) => {
+                let v = parse_number(value).ok_or_else(invalid)?;
+                if !(u64::from(min)..=u64::from(max)).contains(&v) {
+                    return Ok(Some(REJECT.into()));
+                }
+                u32::try_from(v).unwrap_or(max)
+            }
+            // Not a numerical key: `n` is unused.
+            None => 0,
+        };
         let o = &self.offer;
         let s = &mut self.session;
         let answer = match key {
@@ -280,8 +310,7 @@ impl Negotiator {
                 self.conn.target_max_recv.to_string()
             }
             "MaxConnections" => {
-                let v = numeric(value, 1, 65535).ok_or_else(invalid)?;
-                s.max_connections = v.min(o.max_connections);
+                s.max_connections = n.min(o.max_connections);
                 s.max_connections.to_string()
             }
             "InitialR2T" => {
@@ -295,30 +324,25 @@ impl Negotiator {
                 yes_no(s.immediate_data)
             }
             "MaxBurstLength" => {
-                let v = numeric(value, 512, 16_777_215).ok_or_else(invalid)?;
-                s.max_burst_length = v.min(o.max_burst_length);
+                s.max_burst_length = n.min(o.max_burst_length);
                 s.max_burst_length.to_string()
             }
             "FirstBurstLength" => {
-                let v = numeric(value, 512, 16_777_215).ok_or_else(invalid)?;
                 // Answered as the minimum of both offers; clamped to MaxBurstLength once both are known.
-                s.first_burst_length = v.min(o.first_burst_length);
+                s.first_burst_length = n.min(o.first_burst_length);
                 s.first_burst_length.to_string()
             }
             "DefaultTime2Wait" => {
-                let v = numeric(value, 0, 3600).ok_or_else(invalid)?;
-                s.default_time2wait = v.max(2);
+                s.default_time2wait = n.max(2);
                 s.default_time2wait.to_string()
             }
             "DefaultTime2Retain" => {
-                numeric(value, 0, 3600).ok_or_else(invalid)?;
                 // Minimum of both; we keep no state for reconnection (ErrorRecoveryLevel 0).
                 s.default_time2retain = 0;
                 s.default_time2retain.to_string()
             }
             "MaxOutstandingR2T" => {
-                let v = numeric(value, 1, 65535).ok_or_else(invalid)?;
-                s.max_outstanding_r2t = v.min(o.max_outstanding_r2t);
+                s.max_outstanding_r2t = n.min(o.max_outstanding_r2t);
                 s.max_outstanding_r2t.to_string()
             }
             "DataPDUInOrder" => {
@@ -332,7 +356,6 @@ impl Negotiator {
                 yes_no(true)
             }
             "ErrorRecoveryLevel" => {
-                numeric(value, 0, 2).ok_or_else(invalid)?;
                 s.error_recovery_level = 0;
                 "0".into()
             }
@@ -349,10 +372,7 @@ impl Negotiator {
                     REJECT.into()
                 }
             }
-            "iSCSIProtocolLevel" => {
-                let v = numeric(value, 0, 31).ok_or_else(invalid)?;
-                v.min(1).to_string()
-            }
+            "iSCSIProtocolLevel" => n.min(1).to_string(),
             "TaskReporting" => {
                 if value.split(',').any(|v| v.trim() == "RFC3720") {
                     "RFC3720".into()
@@ -365,12 +385,6 @@ impl Negotiator {
         };
         Ok(Some(answer))
     }
-}
-
-fn numeric(value: &str, min: u32, max: u32) -> Option<u32> {
-    let v = parse_number(value)?;
-    let v = u32::try_from(v).ok()?;
-    (min..=max).contains(&v).then_some(v)
 }
 
 #[cfg(test)]
@@ -477,11 +491,64 @@ mod tests {
             "repeat answers Reject, not an error"
         );
         let mut n = Negotiator::new(IscsiConfig::default());
-        assert!(
-            n.process(&kv(&[("MaxBurstLength", "12")]), false).is_err(),
-            "out of range"
-        );
         assert!(n.process(&kv(&[("InitialR2T", "Maybe")]), false).is_err());
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_rejected_and_keep_the_default() {
+        let offers = [
+            ("MaxConnections", "0"),
+            ("MaxBurstLength", "12"),
+            ("FirstBurstLength", "0x1000000"),
+            ("DefaultTime2Wait", "3601"),
+            ("DefaultTime2Retain", "99999999999999999999999"),
+            ("MaxOutstandingR2T", "65536"),
+            ("ErrorRecoveryLevel", "3"),
+            ("iSCSIProtocolLevel", "32"),
+        ];
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let out = n.process(&kv(&offers), false).expect("not a login failure");
+        for (key, _) in offers {
+            assert_eq!(answer(&out, key), Some(REJECT), "{key}");
+        }
+        assert_eq!(out.len(), offers.len());
+        assert_eq!(
+            n.session,
+            SessionParams::default(),
+            "every key keeps its default"
+        );
+        // The rest of the text is still negotiated, and a rejected key is not offered again.
+        let out = n
+            .process(
+                &kv(&[("MaxBurstLength", "65536"), ("MaxConnections", "1")]),
+                false,
+            )
+            .expect("ok");
+        assert_eq!(answer(&out, "MaxBurstLength"), Some(REJECT));
+        assert_eq!(answer(&out, "MaxConnections"), Some(REJECT));
+        assert_eq!(n.session.max_burst_length, 262_144);
+    }
+
+    #[test]
+    fn numbers_that_are_not_numbers_fail_the_negotiation() {
+        for value in ["", "abc", "12k", "-1", "1.5", "0x", "0xg1", " 512"] {
+            let mut n = Negotiator::new(IscsiConfig::default());
+            let err = n
+                .process(&kv(&[("MaxBurstLength", value)]), false)
+                .expect_err(value);
+            assert_eq!(
+                err,
+                NegotiationError::InvalidValue {
+                    key: "MaxBurstLength".into(),
+                    value: value.into()
+                }
+            );
+        }
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let out = n
+            .process(&kv(&[("MaxBurstLength", "0x10000")]), false)
+            .expect("hex is a number");
+        assert_eq!(answer(&out, "MaxBurstLength"), Some("65536"));
     }
 
     #[test]
