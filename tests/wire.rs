@@ -150,12 +150,15 @@ async fn login_pdu_in_full_feature_phase_is_rejected() {
 async fn out_of_range_offers_are_rejected_and_the_login_goes_on() {
     let s = start_server().await;
     let mut c = Client::connect(s.addr).await;
+    // The test client offers FirstBurstLength before these, so its answer waits for them.
     let r = c
         .login(
             Some(TARGET),
             &[
                 ("MaxBurstLength", "12"),
                 ("DefaultTime2Wait", "0x100000000"),
+                ("InitialR2T", "Yes"),
+                ("ImmediateData", "No"),
             ],
         )
         .await;
@@ -170,7 +173,9 @@ async fn out_of_range_offers_are_rejected_and_the_login_goes_on() {
     };
     assert_eq!(answer("MaxBurstLength"), Some("Reject"));
     assert_eq!(answer("DefaultTime2Wait"), Some("Reject"));
-    assert_eq!(answer("FirstBurstLength"), Some("262144"));
+    assert_eq!(answer("FirstBurstLength"), Some("Irrelevant"));
+    assert_eq!(answer("InitialR2T"), Some("Yes"));
+    assert_eq!(answer("ImmediateData"), Some("No"));
     ping(&mut c).await;
 }
 

@@ -177,13 +177,34 @@ impl Negotiator {
         pairs: &[(String, String)],
         first: bool,
     ) -> Result<Vec<(String, String)>, NegotiationError> {
-        let mut out = Vec::new();
-        for (key, value) in pairs {
-            if let Some(answer) = self.one(key, value, first)? {
-                out.push((key.clone(), answer));
+        // FirstBurstLength last: whether it is relevant depends on InitialR2T and ImmediateData,
+        // which may come after it in the same text. Answers keep the order of the offers.
+        let mut answers: Vec<Answer> = vec![None; pairs.len()];
+        for last in [false, true] {
+            for ((key, value), answer) in pairs.iter().zip(answers.iter_mut()) {
+                if (key == "FirstBurstLength") == last {
+                    *answer = self.one(key, value, first)?;
+                }
             }
         }
-        Ok(out)
+        Ok(pairs
+            .iter()
+            .zip(answers)
+            .filter_map(|((key, _), answer)| answer.map(|a| (key.clone(), a)))
+            .collect())
+    }
+
+    /// FirstBurstLength is irrelevant when InitialR2T=Yes and ImmediateData=No (RFC 7143 13.14).
+    /// Only outcomes already negotiated count, not defaults: the initiator may still offer
+    /// InitialR2T or ImmediateData later in the login, and a number answered for a key that
+    /// turns out irrelevant is harmless, while `Irrelevant` for one that turns out relevant
+    /// would leave FirstBurstLength unnegotiated.
+    fn first_burst_irrelevant(&self) -> bool {
+        let negotiated = |key: &str| self.answered.iter().any(|k| k == key);
+        negotiated("InitialR2T")
+            && negotiated("ImmediateData")
+            && self.session.initial_r2t
+            && !self.session.immediate_data
     }
 
     /// Settle the results that depend on each other, once the login's keys are all answered.
@@ -266,6 +287,9 @@ impl Negotiator {
         }
         if !self.once(key) {
             return Ok(Some(REJECT.into()));
+        }
+        if key == "FirstBurstLength" && self.first_burst_irrelevant() {
+            return Ok(Some(IRRELEVANT.into()));
         }
         // A number outside the key's range is not admissible: answered Reject, which leaves the
         // key at its current (or default) value (RFC 7143 6.2, 6.2.2). A value that is not a
@@ -549,6 +573,76 @@ mod tests {
             .process(&kv(&[("MaxBurstLength", "0x10000")]), false)
             .expect("hex is a number");
         assert_eq!(answer(&out, "MaxBurstLength"), Some("65536"));
+    }
+
+    #[test]
+    fn first_burst_length_is_irrelevant_without_unsolicited_data() {
+        let no_unsolicited = [("InitialR2T", "Yes"), ("ImmediateData", "No")];
+        // Offered before the keys that make it irrelevant, in the same text: the answers keep
+        // the order of the offers.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let out = n
+            .process(
+                &kv(&[
+                    ("FirstBurstLength", "262144"),
+                    no_unsolicited[0],
+                    no_unsolicited[1],
+                ]),
+                false,
+            )
+            .expect("ok");
+        assert_eq!(
+            out,
+            kv(&[
+                ("FirstBurstLength", IRRELEVANT),
+                ("InitialR2T", "Yes"),
+                ("ImmediateData", "No"),
+            ])
+        );
+        assert_eq!(n.session.first_burst_length, 65_536, "left at its default");
+        // Settled in an earlier request.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        n.process(&kv(&no_unsolicited), false).expect("ok");
+        let out = n
+            .process(&kv(&[("FirstBurstLength", "262144")]), false)
+            .expect("ok");
+        assert_eq!(answer(&out, "FirstBurstLength"), Some(IRRELEVANT));
+        // Irrelevant even with a value out of range: it is not looked at.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let mut offers = no_unsolicited.to_vec();
+        offers.push(("FirstBurstLength", "1"));
+        let out = n.process(&kv(&offers), false).expect("ok");
+        assert_eq!(answer(&out, "FirstBurstLength"), Some(IRRELEVANT));
+        // Relevant whenever unsolicited data is possible.
+        for (r2t, imm) in [("No", "No"), ("Yes", "Yes"), ("No", "Yes")] {
+            let mut n = Negotiator::new(IscsiConfig::default());
+            let out = n
+                .process(
+                    &kv(&[
+                        ("InitialR2T", r2t),
+                        ("ImmediateData", imm),
+                        ("FirstBurstLength", "4096"),
+                    ]),
+                    false,
+                )
+                .expect("ok");
+            assert_eq!(
+                answer(&out, "FirstBurstLength"),
+                Some("4096"),
+                "{r2t} {imm}"
+            );
+        }
+        // InitialR2T not offered yet: its default (Yes) could still change in a later request,
+        // so the length is negotiated.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let out = n
+            .process(
+                &kv(&[("ImmediateData", "No"), ("FirstBurstLength", "4096")]),
+                false,
+            )
+            .expect("ok");
+        assert_eq!(answer(&out, "FirstBurstLength"), Some("4096"));
+        assert_eq!(n.session.first_burst_length, 4096);
     }
 
     #[test]
