@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{start_server, Client, TARGET};
 use rewind_protocol::opcode::RejectReason;
+use rewind_protocol::text::parse_pairs;
 use rewind_protocol::Pdu;
 
 async fn healthy(addr: std::net::SocketAddr) -> Client {
@@ -142,6 +143,39 @@ async fn login_pdu_in_full_feature_phase_is_rejected() {
         Some(Pdu::Reject(r)) => assert_eq!(r.reason, RejectReason::PROTOCOL_ERROR),
         other => panic!("expected Reject, got {other:?}"),
     }
+    ping(&mut c).await;
+}
+
+#[tokio::test]
+async fn out_of_range_offers_are_rejected_and_the_login_goes_on() {
+    let s = start_server().await;
+    let mut c = Client::connect(s.addr).await;
+    // The test client offers FirstBurstLength before these, so its answer waits for them.
+    let r = c
+        .login(
+            Some(TARGET),
+            &[
+                ("MaxBurstLength", "12"),
+                ("DefaultTime2Wait", "0x100000000"),
+                ("InitialR2T", "Yes"),
+                ("ImmediateData", "No"),
+            ],
+        )
+        .await;
+    assert_eq!((r.status_class, r.status_detail), (0, 0), "login succeeds");
+    assert_eq!((r.transit, r.nsg), (true, 3), "full feature phase");
+    let answers = parse_pairs(&r.data).expect("login answer parses");
+    let answer = |k: &str| {
+        answers
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(answer("MaxBurstLength"), Some("Reject"));
+    assert_eq!(answer("DefaultTime2Wait"), Some("Reject"));
+    assert_eq!(answer("FirstBurstLength"), Some("Irrelevant"));
+    assert_eq!(answer("InitialR2T"), Some("Yes"));
+    assert_eq!(answer("ImmediateData"), Some("No"));
     ping(&mut c).await;
 }
 

@@ -104,13 +104,29 @@ pub struct Negotiator {
     answered: Vec<String>,
 }
 
+/// A decimal or `0x` hex constant; `None` when the value is not a number at all. A number too
+/// wide for 64 bits is still a number (saturated): it is out of every key's range, not malformed.
 fn parse_number(v: &str) -> Option<u64> {
-    if let Some(hex) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-        u64::from_str_radix(hex, 16).ok()
-    } else if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        v.parse().ok()
-    } else {
-        None
+    let (digits, radix) = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => (hex, 16),
+        None => (v, 10),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    // Only overflow is left to fail once every digit is known good.
+    Some(u64::from_str_radix(digits, radix).unwrap_or(u64::MAX))
+}
+
+/// The valid range of each numerical key this target negotiates (RFC 7143 section 13).
+fn numeric_range(key: &str) -> Option<(u32, u32)> {
+    match key {
+        "MaxConnections" | "MaxOutstandingR2T" => Some((1, 65_535)),
+        "MaxBurstLength" | "FirstBurstLength" => Some((512, 16_777_215)),
+        "DefaultTime2Wait" | "DefaultTime2Retain" => Some((0, 3600)),
+        "ErrorRecoveryLevel" => Some((0, 2)),
+        "iSCSIProtocolLevel" => Some((0, 31)),
+        _ => None,
     }
 }
 
@@ -161,13 +177,34 @@ impl Negotiator {
         pairs: &[(String, String)],
         first: bool,
     ) -> Result<Vec<(String, String)>, NegotiationError> {
-        let mut out = Vec::new();
-        for (key, value) in pairs {
-            if let Some(answer) = self.one(key, value, first)? {
-                out.push((key.clone(), answer));
+        // FirstBurstLength last: whether it is relevant depends on InitialR2T and ImmediateData,
+        // which may come after it in the same text. Answers keep the order of the offers.
+        let mut answers: Vec<Answer> = vec![None; pairs.len()];
+        for last in [false, true] {
+            for ((key, value), answer) in pairs.iter().zip(answers.iter_mut()) {
+                if (key == "FirstBurstLength") == last {
+                    *answer = self.one(key, value, first)?;
+                }
             }
         }
-        Ok(out)
+        Ok(pairs
+            .iter()
+            .zip(answers)
+            .filter_map(|((key, _), answer)| answer.map(|a| (key.clone(), a)))
+            .collect())
+    }
+
+    /// FirstBurstLength is irrelevant when InitialR2T=Yes and ImmediateData=No (RFC 7143 13.14).
+    /// Only outcomes already negotiated count, not defaults: the initiator may still offer
+    /// InitialR2T or ImmediateData later in the login, and a number answered for a key that
+    /// turns out irrelevant is harmless, while `Irrelevant` for one that turns out relevant
+    /// would leave FirstBurstLength unnegotiated.
+    fn first_burst_irrelevant(&self) -> bool {
+        let negotiated = |key: &str| self.answered.iter().any(|k| k == key);
+        negotiated("InitialR2T")
+            && negotiated("ImmediateData")
+            && self.session.initial_r2t
+            && !self.session.immediate_data
     }
 
     /// Settle the results that depend on each other, once the login's keys are all answered.
@@ -251,6 +288,23 @@ impl Negotiator {
         if !self.once(key) {
             return Ok(Some(REJECT.into()));
         }
+        if key == "FirstBurstLength" && self.first_burst_irrelevant() {
+            return Ok(Some(IRRELEVANT.into()));
+        }
+        // A number outside the key's range is not admissible: answered Reject, which leaves the
+        // key at its current (or default) value (RFC 7143 6.2, 6.2.2). A value that is not a
+        // number at all does not follow the key's syntax and fails the login.
+        let n = match numeric_range(key) {
+            Some((min, max)) => {
+                let v = parse_number(value).ok_or_else(invalid)?;
+                if !(u64::from(min)..=u64::from(max)).contains(&v) {
+                    return Ok(Some(REJECT.into()));
+                }
+                u32::try_from(v).unwrap_or(max)
+            }
+            // Not a numerical key: `n` is unused.
+            None => 0,
+        };
         let o = &self.offer;
         let s = &mut self.session;
         let answer = match key {
@@ -280,8 +334,7 @@ impl Negotiator {
                 self.conn.target_max_recv.to_string()
             }
             "MaxConnections" => {
-                let v = numeric(value, 1, 65535).ok_or_else(invalid)?;
-                s.max_connections = v.min(o.max_connections);
+                s.max_connections = n.min(o.max_connections);
                 s.max_connections.to_string()
             }
             "InitialR2T" => {
@@ -295,30 +348,25 @@ impl Negotiator {
                 yes_no(s.immediate_data)
             }
             "MaxBurstLength" => {
-                let v = numeric(value, 512, 16_777_215).ok_or_else(invalid)?;
-                s.max_burst_length = v.min(o.max_burst_length);
+                s.max_burst_length = n.min(o.max_burst_length);
                 s.max_burst_length.to_string()
             }
             "FirstBurstLength" => {
-                let v = numeric(value, 512, 16_777_215).ok_or_else(invalid)?;
                 // Answered as the minimum of both offers; clamped to MaxBurstLength once both are known.
-                s.first_burst_length = v.min(o.first_burst_length);
+                s.first_burst_length = n.min(o.first_burst_length);
                 s.first_burst_length.to_string()
             }
             "DefaultTime2Wait" => {
-                let v = numeric(value, 0, 3600).ok_or_else(invalid)?;
-                s.default_time2wait = v.max(2);
+                s.default_time2wait = n.max(2);
                 s.default_time2wait.to_string()
             }
             "DefaultTime2Retain" => {
-                numeric(value, 0, 3600).ok_or_else(invalid)?;
                 // Minimum of both; we keep no state for reconnection (ErrorRecoveryLevel 0).
                 s.default_time2retain = 0;
                 s.default_time2retain.to_string()
             }
             "MaxOutstandingR2T" => {
-                let v = numeric(value, 1, 65535).ok_or_else(invalid)?;
-                s.max_outstanding_r2t = v.min(o.max_outstanding_r2t);
+                s.max_outstanding_r2t = n.min(o.max_outstanding_r2t);
                 s.max_outstanding_r2t.to_string()
             }
             "DataPDUInOrder" => {
@@ -332,7 +380,6 @@ impl Negotiator {
                 yes_no(true)
             }
             "ErrorRecoveryLevel" => {
-                numeric(value, 0, 2).ok_or_else(invalid)?;
                 s.error_recovery_level = 0;
                 "0".into()
             }
@@ -349,10 +396,7 @@ impl Negotiator {
                     REJECT.into()
                 }
             }
-            "iSCSIProtocolLevel" => {
-                let v = numeric(value, 0, 31).ok_or_else(invalid)?;
-                v.min(1).to_string()
-            }
+            "iSCSIProtocolLevel" => n.min(1).to_string(),
             "TaskReporting" => {
                 if value.split(',').any(|v| v.trim() == "RFC3720") {
                     "RFC3720".into()
@@ -365,12 +409,6 @@ impl Negotiator {
         };
         Ok(Some(answer))
     }
-}
-
-fn numeric(value: &str, min: u32, max: u32) -> Option<u32> {
-    let v = parse_number(value)?;
-    let v = u32::try_from(v).ok()?;
-    (min..=max).contains(&v).then_some(v)
 }
 
 #[cfg(test)]
@@ -477,11 +515,134 @@ mod tests {
             "repeat answers Reject, not an error"
         );
         let mut n = Negotiator::new(IscsiConfig::default());
-        assert!(
-            n.process(&kv(&[("MaxBurstLength", "12")]), false).is_err(),
-            "out of range"
-        );
         assert!(n.process(&kv(&[("InitialR2T", "Maybe")]), false).is_err());
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_rejected_and_keep_the_default() {
+        let offers = [
+            ("MaxConnections", "0"),
+            ("MaxBurstLength", "12"),
+            ("FirstBurstLength", "0x1000000"),
+            ("DefaultTime2Wait", "3601"),
+            ("DefaultTime2Retain", "99999999999999999999999"),
+            ("MaxOutstandingR2T", "65536"),
+            ("ErrorRecoveryLevel", "3"),
+            ("iSCSIProtocolLevel", "32"),
+        ];
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let out = n.process(&kv(&offers), false).expect("not a login failure");
+        for (key, _) in offers {
+            assert_eq!(answer(&out, key), Some(REJECT), "{key}");
+        }
+        assert_eq!(out.len(), offers.len());
+        assert_eq!(
+            n.session,
+            SessionParams::default(),
+            "every key keeps its default"
+        );
+        // The rest of the text is still negotiated, and a rejected key is not offered again.
+        let out = n
+            .process(
+                &kv(&[("MaxBurstLength", "65536"), ("MaxConnections", "1")]),
+                false,
+            )
+            .expect("ok");
+        assert_eq!(answer(&out, "MaxBurstLength"), Some(REJECT));
+        assert_eq!(answer(&out, "MaxConnections"), Some(REJECT));
+        assert_eq!(n.session.max_burst_length, 262_144);
+    }
+
+    #[test]
+    fn numbers_that_are_not_numbers_fail_the_negotiation() {
+        for value in ["", "abc", "12k", "-1", "1.5", "0x", "0xg1", " 512"] {
+            let mut n = Negotiator::new(IscsiConfig::default());
+            let err = n
+                .process(&kv(&[("MaxBurstLength", value)]), false)
+                .expect_err(value);
+            assert_eq!(
+                err,
+                NegotiationError::InvalidValue {
+                    key: "MaxBurstLength".into(),
+                    value: value.into()
+                }
+            );
+        }
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let out = n
+            .process(&kv(&[("MaxBurstLength", "0x10000")]), false)
+            .expect("hex is a number");
+        assert_eq!(answer(&out, "MaxBurstLength"), Some("65536"));
+    }
+
+    #[test]
+    fn first_burst_length_is_irrelevant_without_unsolicited_data() {
+        let no_unsolicited = [("InitialR2T", "Yes"), ("ImmediateData", "No")];
+        // Offered before the keys that make it irrelevant, in the same text: the answers keep
+        // the order of the offers.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let out = n
+            .process(
+                &kv(&[
+                    ("FirstBurstLength", "262144"),
+                    no_unsolicited[0],
+                    no_unsolicited[1],
+                ]),
+                false,
+            )
+            .expect("ok");
+        assert_eq!(
+            out,
+            kv(&[
+                ("FirstBurstLength", IRRELEVANT),
+                ("InitialR2T", "Yes"),
+                ("ImmediateData", "No"),
+            ])
+        );
+        assert_eq!(n.session.first_burst_length, 65_536, "left at its default");
+        // Settled in an earlier request.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        n.process(&kv(&no_unsolicited), false).expect("ok");
+        let out = n
+            .process(&kv(&[("FirstBurstLength", "262144")]), false)
+            .expect("ok");
+        assert_eq!(answer(&out, "FirstBurstLength"), Some(IRRELEVANT));
+        // Irrelevant even with a value out of range: it is not looked at.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let mut offers = no_unsolicited.to_vec();
+        offers.push(("FirstBurstLength", "1"));
+        let out = n.process(&kv(&offers), false).expect("ok");
+        assert_eq!(answer(&out, "FirstBurstLength"), Some(IRRELEVANT));
+        // Relevant whenever unsolicited data is possible.
+        for (r2t, imm) in [("No", "No"), ("Yes", "Yes"), ("No", "Yes")] {
+            let mut n = Negotiator::new(IscsiConfig::default());
+            let out = n
+                .process(
+                    &kv(&[
+                        ("InitialR2T", r2t),
+                        ("ImmediateData", imm),
+                        ("FirstBurstLength", "4096"),
+                    ]),
+                    false,
+                )
+                .expect("ok");
+            assert_eq!(
+                answer(&out, "FirstBurstLength"),
+                Some("4096"),
+                "{r2t} {imm}"
+            );
+        }
+        // InitialR2T not offered yet: its default (Yes) could still change in a later request,
+        // so the length is negotiated.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let out = n
+            .process(
+                &kv(&[("ImmediateData", "No"), ("FirstBurstLength", "4096")]),
+                false,
+            )
+            .expect("ok");
+        assert_eq!(answer(&out, "FirstBurstLength"), Some("4096"));
+        assert_eq!(n.session.first_burst_length, 4096);
     }
 
     #[test]
