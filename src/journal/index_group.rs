@@ -580,7 +580,9 @@ mod tests {
         let placed = place(Vec::new(), first);
         let mut index: BTreeMap<[u8; KEY_LEN], Vec<Indexed>> = placed.write.into_iter().collect();
         assert_eq!(index.len(), 1);
-        let late: Vec<Indexed> = (1..=GROUP_LIMIT as u64).map(|t| item(3, t, 0, 1, 2)).collect();
+        let late: Vec<Indexed> = (1..=GROUP_LIMIT as u64)
+            .map(|t| item(3, t, 0, 1, 2))
+            .collect();
         let placed = place(candidates(&index, &late), late);
         assert_eq!(placed.added.len(), GROUP_LIMIT);
         for (k, g) in placed.write {

@@ -1713,8 +1713,7 @@ impl PrimaryJournal {
                 {
                     // The group that holds it now: the last one keyed at or before it.
                     let (k, _) = kv?;
-                    let k =
-                        <[u8; KEY_LEN]>::try_from(k.as_ref()).map_err(|_| self.bad_index())?;
+                    let k = <[u8; KEY_LEN]>::try_from(k.as_ref()).map_err(|_| self.bad_index())?;
                     if k != key {
                         at.entry(k).or_default().push((ts, lo));
                     }
