@@ -240,7 +240,7 @@ pub(crate) fn place(mut groups: Vec<Group>, mut new: Vec<Indexed>) -> Placed {
 /// kept once.
 #[cfg(test)]
 pub(crate) fn build_groups(mut items: Vec<Indexed>) -> Vec<([u8; KEY_LEN], Vec<u8>)> {
-    items.sort_unstable_by_key(|i| (i.order(), i.loc.seg));
+    items.sort_by_key(|i| (i.order(), i.loc.seg));
     items.dedup_by_key(|i| i.order());
     let mut out = Vec::new();
     let mut from = 0;
