@@ -327,9 +327,15 @@ impl Negotiator {
                 }
             }
             "MaxRecvDataSegmentLength" => {
-                let v = parse_number(value).ok_or_else(invalid)?;
+                // A declaration, not a negotiation: nothing to answer Reject to. Below the
+                // key's least value (512) we could not honour it, so the login fails rather
+                // than sending larger PDUs than the initiator takes; above its greatest we
+                // send no more than that anyway.
+                let v = parse_number(value)
+                    .filter(|v| *v >= 512)
+                    .ok_or_else(invalid)?;
                 self.conn.initiator_max_recv =
-                    u32::try_from(v.clamp(512, 16_777_215)).unwrap_or(16_777_215);
+                    u32::try_from(v.min(16_777_215)).unwrap_or(16_777_215);
                 self.declared_mrdsl = true;
                 self.conn.target_max_recv.to_string()
             }
@@ -551,6 +557,31 @@ mod tests {
         assert_eq!(answer(&out, "MaxBurstLength"), Some(REJECT));
         assert_eq!(answer(&out, "MaxConnections"), Some(REJECT));
         assert_eq!(n.session.max_burst_length, 262_144);
+    }
+
+    /// The initiator's MaxRecvDataSegmentLength below 512 cannot be honoured: the login
+    /// fails (there is no Reject for a declaration); above the key's range it is capped.
+    #[test]
+    fn a_too_small_max_recv_data_segment_length_fails_the_login() {
+        for value in ["511", "0", "0x1ff"] {
+            let mut n = Negotiator::new(IscsiConfig::default());
+            let err = n
+                .process(&kv(&[("MaxRecvDataSegmentLength", value)]), false)
+                .expect_err(value);
+            assert_eq!(
+                err,
+                NegotiationError::InvalidValue {
+                    key: "MaxRecvDataSegmentLength".into(),
+                    value: value.into()
+                }
+            );
+        }
+        for (value, got) in [("512", 512), ("99999999999", 16_777_215)] {
+            let mut n = Negotiator::new(IscsiConfig::default());
+            n.process(&kv(&[("MaxRecvDataSegmentLength", value)]), false)
+                .expect(value);
+            assert_eq!(n.conn.initiator_max_recv, got, "{value}");
+        }
     }
 
     #[test]
