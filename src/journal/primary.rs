@@ -855,8 +855,8 @@ impl PrimaryJournal {
             let (first, last) = (items[from], items[to - 1]);
             let lo_key = index_key(x, first.ts, first.loc.lo);
             let mut groups: Vec<Group> = Vec::new();
-            if let Some(kv) = self.index.range(index_key(x, 0, 0)..=lo_key).next_back() {
-                groups.push(self.decode_kv(kv?)?);
+            if let Some(kv) = self.group_at_or_before(x, first.ts, first.loc.lo)? {
+                groups.push(self.decode_kv(kv)?);
             }
             for kv in self
                 .index
@@ -879,9 +879,28 @@ impl PrimaryJournal {
 
     /// A group read from the index.
     fn decode_kv(&self, (k, v): (sled::IVec, sled::IVec)) -> Result<Group> {
-        let key = <[u8; KEY_LEN]>::try_from(k.as_ref()).map_err(|_| self.bad_index())?;
         let g = decode_group(&k, &v).ok_or_else(|| self.bad_index())?;
-        Ok((key, g))
+        Ok((self.group_key(&k)?, g))
+    }
+
+    /// An index key as read from sled.
+    fn group_key(&self, k: &[u8]) -> Result<[u8; KEY_LEN]> {
+        <[u8; KEY_LEN]>::try_from(k).map_err(|_| self.bad_index())
+    }
+
+    /// The group of extent `x` with the greatest key at or before `(ts, lo)`: the one that holds
+    /// an entry so stamped, if any does (an extent's groups keep apart in time).
+    fn group_at_or_before(
+        &self,
+        x: u64,
+        ts: u64,
+        lo: u8,
+    ) -> Result<Option<(sled::IVec, sled::IVec)>> {
+        Ok(self
+            .index
+            .range(index_key(x, 0, 0)..=index_key(x, ts, lo))
+            .next_back()
+            .transpose()?)
     }
 
     fn new_segment(&self, a: &mut Active) -> Result<()> {
@@ -1278,9 +1297,10 @@ impl PrimaryJournal {
     }
 
     /// The first entry after `ts` of each chunk of extent `x` (narrowed to the chunk), by a
-    /// walk of the extent's groups from the last one keyed at or before `ts`. Returns the answers and the
-    /// chunks whose answer is final: every chunk of `want`, and any other the walk settled on
-    /// its way, going on for up to `extra` groups past the one that settled `want`.
+    /// walk of the extent's groups from the last one keyed at or before `ts`. Returns the
+    /// answers and the chunks whose answer is final: every chunk of `want`, and any other the
+    /// walk settled on its way, going on for up to `extra` groups past the one that settled
+    /// `want`.
     ///
     /// A group's entries are at or after its key's stamp, and keys come in stamp order: once
     /// a key is stamped after a chunk's best answer, no later group has an earlier one.
@@ -1292,15 +1312,8 @@ impl PrimaryJournal {
         let mut past = 0;
         let hi = index_key(x, u64::MAX, u8::MAX);
         // Groups before the last one keyed at or before `ts` hold only entries at or before it.
-        let start = match self
-            .index
-            .range(index_key(x, 0, 0)..=index_key(x, ts, u8::MAX))
-            .next_back()
-        {
-            Some(kv) => {
-                let (k, _) = kv?;
-                <[u8; KEY_LEN]>::try_from(k.as_ref()).map_err(|_| self.bad_index())?
-            }
+        let start = match self.group_at_or_before(x, ts, u8::MAX)? {
+            Some((k, _)) => self.group_key(&k)?,
             None => index_key(x, 0, 0),
         };
         for kv in self.index.range(start..=hi) {
@@ -1706,14 +1719,9 @@ impl PrimaryJournal {
             for (ts, lo) in gone {
                 if g.iter().any(|it| (it.ts, it.loc.lo) == (ts, lo)) {
                     at.entry(key).or_default().push((ts, lo));
-                } else if let Some(kv) = self
-                    .index
-                    .range(index_key(x, 0, 0)..=index_key(x, ts, lo))
-                    .next_back()
-                {
-                    // The group that holds it now: the last one keyed at or before it.
-                    let (k, _) = kv?;
-                    let k = <[u8; KEY_LEN]>::try_from(k.as_ref()).map_err(|_| self.bad_index())?;
+                } else if let Some((k, _)) = self.group_at_or_before(x, ts, lo)? {
+                    // The group that holds it now.
+                    let k = self.group_key(&k)?;
                     if k != key {
                         at.entry(k).or_default().push((ts, lo));
                     }
