@@ -559,22 +559,25 @@ mod tests {
         assert_eq!(n.session.max_burst_length, 262_144);
     }
 
+    /// Offering `key=value` alone fails the negotiation as an invalid value of that key.
+    fn assert_fails_as_invalid(key: &str, value: &str) {
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let err = n.process(&kv(&[(key, value)]), false).expect_err(value);
+        assert_eq!(
+            err,
+            NegotiationError::InvalidValue {
+                key: key.into(),
+                value: value.into()
+            }
+        );
+    }
+
     /// The initiator's MaxRecvDataSegmentLength below 512 cannot be honoured: the login
     /// fails (there is no Reject for a declaration); above the key's range it is capped.
     #[test]
     fn a_too_small_max_recv_data_segment_length_fails_the_login() {
         for value in ["511", "0", "0x1ff"] {
-            let mut n = Negotiator::new(IscsiConfig::default());
-            let err = n
-                .process(&kv(&[("MaxRecvDataSegmentLength", value)]), false)
-                .expect_err(value);
-            assert_eq!(
-                err,
-                NegotiationError::InvalidValue {
-                    key: "MaxRecvDataSegmentLength".into(),
-                    value: value.into()
-                }
-            );
+            assert_fails_as_invalid("MaxRecvDataSegmentLength", value);
         }
         for (value, got) in [("512", 512), ("99999999999", 16_777_215)] {
             let mut n = Negotiator::new(IscsiConfig::default());
@@ -587,17 +590,7 @@ mod tests {
     #[test]
     fn numbers_that_are_not_numbers_fail_the_negotiation() {
         for value in ["", "abc", "12k", "-1", "1.5", "0x", "0xg1", " 512"] {
-            let mut n = Negotiator::new(IscsiConfig::default());
-            let err = n
-                .process(&kv(&[("MaxBurstLength", value)]), false)
-                .expect_err(value);
-            assert_eq!(
-                err,
-                NegotiationError::InvalidValue {
-                    key: "MaxBurstLength".into(),
-                    value: value.into()
-                }
-            );
+            assert_fails_as_invalid("MaxBurstLength", value);
         }
         let mut n = Negotiator::new(IscsiConfig::default());
         let out = n
