@@ -7,6 +7,7 @@
 //! - [`clock`]: one monotonic microsecond time source for all ports.
 //! - [`record`]: the checksummed on-disk record and segment format.
 //! - `partial`: one partial journal per port (I_T nexus), flushed into the primary journal.
+//! - `port`: a port's partial journal behind its lock, with batch writes made outside it.
 //! - `primary`: the primary journal: segment files plus a rebuildable sled index.
 //! - `cache`: the dirty cache of new data waiting for its journal entries to be durable.
 //! - `hit_cache`: what index walks of point-in-time reads found, for the next reads.
@@ -30,6 +31,7 @@ mod index_group;
 pub mod merge;
 mod metalog;
 mod partial;
+mod port;
 mod primary;
 pub mod record;
 pub mod retention;

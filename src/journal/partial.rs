@@ -1,7 +1,8 @@
 //! One partial journal per port (I_T nexus): entries are kept in memory, indexed for point-in-time
 //! lookups, and written (no fsync) to the port's own segment file in batches: by the background
-//! round every `commit_interval`, by an append once [`WRITE_BATCH`] bytes wait, and before any
-//! fsync or rotation. An entry whose outcome is known by then is written with it (no status
+//! round every `commit_interval`, by the writer whose append leaves [`WRITE_BATCH`] bytes
+//! waiting, and before any fsync or rotation. A batch is claimed under the port's lock and
+//! written outside it ([`Batch`], `port::Port`), so appends go on while it is copied. An entry whose outcome is known by then is written with it (no status
 //! record). The group commit fsyncs the file; when full or old enough it is flushed into the
 //! primary journal and its file rotated away.
 
@@ -20,7 +21,8 @@ use std::time::Instant;
 /// one shared entry.
 pub(crate) type PartialKey = (u64, u64, u64);
 
-/// Bytes of entries waiting for their segment file that make an append write them itself.
+/// Bytes of entries waiting for their segment file that make the appending writer claim them as
+/// a batch and write it.
 pub(crate) const WRITE_BATCH: u64 = 1 << 20;
 
 /// Write all of `parts` (vectored, no copy into one buffer).
@@ -91,6 +93,9 @@ pub(crate) struct PartialJournal {
     /// A write to the current file failed: it may hold a torn record in its middle, so it is
     /// copied into the primary journal record by record, never adopted whole.
     tainted: bool,
+    /// A claimed [`Batch`] is being written to the current file outside the port's lock: the
+    /// file's other writers (a commit, a rotation, a failure's status) wait for it.
+    writing: bool,
     statuses: HashMap<u64, Status>,
     /// Outcomes recorded after their entries were handed to the primary journal (by a rotation):
     /// the next flush of this port writes them there as status records.
@@ -121,6 +126,51 @@ pub(crate) struct Adoptable {
     pub len: u64,
     /// Per rotated entry: record offset and length in `file`.
     pub places: Vec<(u64, u32)>,
+}
+
+/// Entries and status records claimed for one write to a partial segment file
+/// ([`PartialJournal::claim_batch`]), written outside the port's lock.
+pub(crate) struct Batch {
+    file: Arc<File>,
+    /// The entries with the status each is written with.
+    entries: Vec<(Arc<Entry>, Status)>,
+    /// Status records, written after the entries (put back if the write fails).
+    statuses: Vec<StatusUpdate>,
+    /// Record heads of the entries, then the status records (encoded by `write`).
+    head: Vec<u8>,
+    /// Per entry: where its head ends in `head`.
+    ends: Vec<usize>,
+    /// `written_upto` before the claim (put back if the write fails).
+    from: u64,
+    /// The waiting bytes claimed.
+    bytes: u64,
+}
+
+impl Batch {
+    /// Encode the record heads (checksums included) and write heads and old data with one
+    /// vectored write at the end of the file.
+    pub fn write(&mut self) -> io::Result<()> {
+        let mut head = Vec::with_capacity(self.entries.len() * 80 + self.statuses.len() * 48);
+        let mut ends = Vec::with_capacity(self.entries.len());
+        for (e, status) in &self.entries {
+            encode_entry_head(e, *status, &mut head);
+            ends.push(head.len());
+        }
+        for u in &self.statuses {
+            encode_status(u, &mut head);
+        }
+        self.head = head;
+        self.ends = ends;
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * self.entries.len() + 1);
+        let mut start = 0;
+        for ((e, _), end) in self.entries.iter().zip(&self.ends) {
+            parts.push(&self.head[start..*end]);
+            parts.push(&e.data);
+            start = *end;
+        }
+        parts.push(&self.head[start..]);
+        write_all_parts(&self.file, &parts)
+    }
 }
 
 pub(crate) fn partial_path(dir: &Path, port: u64, file_no: u64) -> PathBuf {
@@ -172,6 +222,7 @@ impl PartialJournal {
             writes: Vec::new(),
             places: Vec::new(),
             tainted: false,
+            writing: false,
             statuses: HashMap::new(),
             late: Vec::new(),
             bytes: 0,
@@ -180,9 +231,9 @@ impl PartialJournal {
     }
 
     /// Append the entries of one write (all stamped `ts`; one entry unless the write is very
-    /// large). Returns its seq. The entries are written to the segment file with a later batch
-    /// ([`write_pending`](Self::write_pending)); this one writes the batch when it is full, and
-    /// a failure there is left to the next commit (the entries stay held here).
+    /// large). Returns its seq. The entries are written to the segment file with a later batch:
+    /// [`claim_full_batch`](Self::claim_full_batch) hands one out once [`WRITE_BATCH`] bytes
+    /// wait.
     pub fn append(&mut self, ts: u64, entries: Vec<Entry>) -> u64 {
         let seq = self.next_seq + 1;
         self.next_seq = seq;
@@ -203,15 +254,87 @@ impl PartialJournal {
         }
         self.statuses.insert(seq, Status::Pending);
         self.first_append.get_or_insert_with(Instant::now);
-        if self.pending_bytes >= WRITE_BATCH {
-            if let Err(e) = self.write_pending() {
-                tracing::warn!(
-                    "partial journal of port {} could not be written (retried at the next commit): {e}",
-                    self.port
-                );
-            }
-        }
         seq
+    }
+
+    /// A batch is being written outside the lock ([`claim_batch`](Self::claim_batch)).
+    pub fn writing(&self) -> bool {
+        self.writing
+    }
+
+    /// [`claim_batch`](Self::claim_batch) once [`WRITE_BATCH`] bytes wait.
+    pub fn claim_full_batch(&mut self) -> Option<Batch> {
+        if self.pending_bytes < WRITE_BATCH {
+            return None;
+        }
+        self.claim_batch()
+    }
+
+    /// Claim the waiting entries (each with the status it has now) and status records for one
+    /// write to the segment file, made by the caller without the port's lock
+    /// ([`Batch::write`]) and recorded with [`finish_batch`](Self::finish_batch). None if
+    /// nothing waits or a batch is being written already (its writer leaves the rest to the
+    /// next batch). Appends and outcomes recorded meanwhile wait for the next batch.
+    pub fn claim_batch(&mut self) -> Option<Batch> {
+        if self.writing || !self.has_pending() {
+            return None;
+        }
+        let from = self.writes.partition_point(|e| e.seq <= self.written_upto);
+        let entries: Vec<(Arc<Entry>, Status)> = self.writes[from..]
+            .iter()
+            .map(|e| {
+                let status = self.statuses.get(&e.seq).copied().unwrap_or(e.status);
+                (e.clone(), status)
+            })
+            .collect();
+        self.writing = true;
+        let batch = Batch {
+            file: self.file.clone(),
+            entries,
+            statuses: std::mem::take(&mut self.pending_status),
+            head: Vec::new(),
+            ends: Vec::new(),
+            from: self.written_upto,
+            bytes: self.pending_bytes,
+        };
+        self.written_upto = self.next_seq;
+        self.pending_bytes = 0;
+        Some(batch)
+    }
+
+    /// Record a claimed batch as written, or, if `written` failed, cut the file back to where
+    /// it was, mark it tainted (never adopted whole) and put the batch back to wait for the next
+    /// write. Returns the write's outcome.
+    pub fn finish_batch(&mut self, batch: Batch, written: io::Result<()>) -> io::Result<()> {
+        self.writing = false;
+        debug_assert!(
+            Arc::ptr_eq(&batch.file, &self.file),
+            "rotated while writing"
+        );
+        if let Err(err) = written {
+            // Cut a possibly torn record off so later writes stay readable.
+            let _ = self.file.set_len(self.file_len);
+            self.tainted = true;
+            self.written_upto = batch.from;
+            let mut statuses = batch.statuses;
+            statuses.append(&mut self.pending_status);
+            self.pending_status = statuses;
+            self.pending_bytes += batch.bytes;
+            return Err(err);
+        }
+        let mut off = self.file_len;
+        let mut start = 0;
+        for ((e, _), end) in batch.entries.iter().zip(&batch.ends) {
+            let len = end - start + e.data.len();
+            self.places.push((self.file_no, off, len as u32));
+            off += len as u64;
+            start = *end;
+        }
+        self.file_len = off + (batch.head.len() - start) as u64;
+        if let Some((last, _)) = batch.entries.last() {
+            self.appended_seq = last.seq;
+        }
+        Ok(())
     }
 
     /// Entries or status records wait to be written.
@@ -219,55 +342,24 @@ impl PartialJournal {
         self.next_seq > self.written_upto || !self.pending_status.is_empty()
     }
 
-    /// Write the waiting entries (each with the status it has now) and status records to the
-    /// segment file, with one vectored write. On an error the file is cut back to where it
-    /// was and marked tainted (never adopted whole); everything stays waiting.
+    /// Write the waiting entries and status records to the segment file now, under the lock:
+    /// for the file's writers that must see everything written before they go on (a commit, a
+    /// rotation). The caller holds the port with no batch being written (`Port::lock_idle`);
+    /// if one is, this writes nothing and says so. On an error the file is cut back and
+    /// tainted, and everything stays waiting ([`finish_batch`](Self::finish_batch)).
     pub fn write_pending(&mut self) -> io::Result<()> {
-        if !self.has_pending() {
-            return Ok(());
+        if self.writing {
+            return Err(io::Error::other(
+                "a batch of this partial journal is being written",
+            ));
         }
-        let from = self.writes.partition_point(|e| e.seq <= self.written_upto);
-        let batch = &self.writes[from..];
-        let mut head = Vec::with_capacity(batch.len() * 80 + self.pending_status.len() * 48);
-        let mut ends = Vec::with_capacity(batch.len());
-        for e in batch {
-            let status = self.statuses.get(&e.seq).copied().unwrap_or(e.status);
-            encode_entry_head(e, status, &mut head);
-            ends.push(head.len());
+        match self.claim_batch() {
+            None => Ok(()),
+            Some(mut batch) => {
+                let written = batch.write();
+                self.finish_batch(batch, written)
+            }
         }
-        let status_from = head.len();
-        for u in &self.pending_status {
-            encode_status(u, &mut head);
-        }
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * batch.len() + 1);
-        let mut lens = Vec::with_capacity(batch.len());
-        let mut start = 0;
-        for (e, end) in batch.iter().zip(&ends) {
-            parts.push(&head[start..*end]);
-            parts.push(&e.data);
-            lens.push(end - start + e.data.len());
-            start = *end;
-        }
-        parts.push(&head[status_from..]);
-        if let Err(err) = write_all_parts(&self.file, &parts) {
-            // Cut a possibly torn record off so later writes stay readable.
-            let _ = self.file.set_len(self.file_len);
-            self.tainted = true;
-            return Err(err);
-        }
-        let mut off = self.file_len;
-        for len in lens {
-            self.places.push((self.file_no, off, len as u32));
-            off += len as u64;
-        }
-        self.file_len += (head.len() + batch.iter().map(|e| e.data.len()).sum::<usize>()) as u64;
-        if let Some(last) = batch.last() {
-            self.appended_seq = last.seq;
-        }
-        self.written_upto = self.next_seq;
-        self.pending_status.clear();
-        self.pending_bytes = 0;
-        Ok(())
     }
 
     /// Record the outcome of write `seq` over `blocks` blocks from `lba` (phase three). An entry
@@ -275,7 +367,8 @@ impl PartialJournal {
     /// current segment file (a failure is written at once, with the entry if need be). If a
     /// rotation already handed the entry to the primary journal (with the status it had then),
     /// the outcome is also kept for the primary: the next flush of this port appends it there
-    /// ([`late`](Self::late), [`forget_late`](Self::forget_late)).
+    /// ([`late`](Self::late), [`forget_late`](Self::forget_late)). For a failure the caller
+    /// holds the port with no batch being written (`Port::lock_idle`).
     pub fn set_status(
         &mut self,
         ts: u64,

@@ -8,6 +8,7 @@ use super::config::JournalConfig;
 use super::error::{JournalError, Result};
 use super::metalog::{MetaLog, MetaState, Op};
 use super::partial::{replay_file, PartialJournal};
+use super::port::Port;
 use super::primary::{copy_chunks, Adopt, Loc, PrimaryJournal, PrimaryRecovery, Span};
 use super::record::{no_unallocated, Entry, Record, Status, StatusUpdate, MAX_RECORD_SPAN};
 use super::sizes::SizeHistory;
@@ -108,7 +109,7 @@ pub(crate) struct Shared {
     grow_lock: Mutex<()>,
     pub clock: StampClock,
     stripes: Vec<Mutex<()>>,
-    ports: RwLock<HashMap<u64, Arc<Mutex<PartialJournal>>>>,
+    ports: RwLock<HashMap<u64, Arc<Port>>>,
     partial_dir: PathBuf,
     pub primary: PrimaryJournal,
     cache: Mutex<DirtyCache>,
@@ -638,7 +639,7 @@ impl JournaledStore {
             .collect();
         let oldest = ports
             .iter()
-            .filter_map(|p| lock(p).oldest_unsynced_ts())
+            .filter_map(|p| p.lock().oldest_unsynced_ts())
             .min();
         Duration::from_micros(oldest.map_or(0, |ts| now.saturating_sub(ts)))
     }
@@ -687,7 +688,7 @@ impl JournaledStore {
         let mut out: Vec<StatusUpdate> = Vec::new();
         for pj in s.all_ports() {
             out.extend(
-                lock(&pj)
+                pj.lock()
                     .late()
                     .iter()
                     .filter(|u| u.status == Status::Failed && (from..=to).contains(&u.ts))
@@ -738,7 +739,7 @@ impl JournaledStore {
     /// Old-data bytes held in memory by all partial journals.
     #[cfg(test)]
     pub(crate) fn partial_bytes(&self) -> u64 {
-        self.shared.all_ports().iter().map(|p| lock(p).bytes).sum()
+        self.shared.all_ports().iter().map(|p| p.lock().bytes).sum()
     }
 
     fn stop_flusher(&self) {
@@ -821,7 +822,9 @@ impl JournaledStore {
     #[cfg(test)]
     pub(crate) fn write_partials(&self) {
         for pj in self.shared.all_ports() {
-            lock(&pj).write_pending().expect("partial journal write");
+            pj.lock_idle()
+                .write_pending()
+                .expect("partial journal write");
         }
     }
 
@@ -1029,7 +1032,7 @@ impl Shared {
             .collect()
     }
 
-    fn port(&self, port: u64) -> Result<Arc<Mutex<PartialJournal>>> {
+    fn port(&self, port: u64) -> Result<Arc<Port>> {
         if let Some(p) = self
             .ports
             .read()
@@ -1043,7 +1046,7 @@ impl Shared {
             return Ok(p.clone());
         }
         let chunk_bytes = (self.bpc as usize * self.block_size) as u32;
-        let p = Arc::new(Mutex::new(PartialJournal::create(
+        let p = Arc::new(Port::new(PartialJournal::create(
             &self.partial_dir,
             port,
             chunk_bytes,
@@ -1053,7 +1056,7 @@ impl Shared {
         Ok(p)
     }
 
-    fn all_ports(&self) -> Vec<Arc<Mutex<PartialJournal>>> {
+    fn all_ports(&self) -> Vec<Arc<Port>> {
         self.ports
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -1229,7 +1232,7 @@ impl Shared {
         drop(old);
         // 4. Journal {ts, port, range, old data, Pending} in the port's partial journal (held
         //    in memory, written to its file with the next batch).
-        let seq = lock(&pj).append(ts, entries);
+        let seq = pj.lock().append(ts, entries);
         // 5. New data into the dirty cache (reads see it; the volume gets it after commit).
         let mut cache_bytes = 0;
         {
@@ -1308,13 +1311,26 @@ impl Shared {
         let gen = self.gen.fetch_add(1, Ordering::SeqCst) + 1;
         drop(guards);
         drop(tracked);
+        // The writer whose append filled a batch writes it, outside the port's lock (the
+        // port's other writers go on meanwhile); a failure is left to the next commit, which
+        // writes the batch again (the entries stay held).
+        if let Err(e) = pj.write_full_batch() {
+            tracing::warn!(
+                "partial journal of port {port} could not be written (retried at the next commit): {e}"
+            );
+        }
         // 6. Phase three: record the outcome the initiator gets.
         let outcome = self.finish_change(&pj, gen, cache_bytes, fua);
         let status = match outcome {
             Ok(()) => Status::Ok,
             Err(_) => Status::Failed,
         };
-        if let Err(e) = lock(&pj).set_status(ts, seq, status, lba, blocks) {
+        // A failure is written at once, so the port must have no batch out.
+        let mut journal = match status {
+            Status::Failed => pj.lock_idle(),
+            _ => pj.lock(),
+        };
+        if let Err(e) = journal.set_status(ts, seq, status, lba, blocks) {
             tracing::warn!("cannot record the outcome of write {seq} of port {port}: {e}");
         }
         outcome.map(|()| gen)
@@ -1324,12 +1340,12 @@ impl Shared {
     /// waits for a flush or a commit) and, with FUA, the write-through.
     fn finish_change(
         &self,
-        pj: &Mutex<PartialJournal>,
+        pj: &Port,
         gen: u64,
         cache_bytes: u64,
         fua: bool,
     ) -> Result<(), StorageError> {
-        let partial_bytes = lock(pj).bytes;
+        let partial_bytes = pj.lock().bytes;
         if cache_bytes >= self.cfg.dirty_cache_limit || partial_bytes >= self.cfg.partial_capacity {
             self.kick();
         }
@@ -1380,7 +1396,7 @@ impl Shared {
     /// on its way into the primary, whose entries are not durable until that flush is done).
     fn commit_journals(&self) -> Result<()> {
         for pj in self.all_ports() {
-            let target = lock(&pj).commit_target();
+            let target = pj.lock_idle().commit_target();
             let synced = match target {
                 Ok(None) => Ok(None),
                 Ok(Some((files, upto))) => files
@@ -1391,15 +1407,15 @@ impl Shared {
             };
             match synced {
                 Ok(None) => {}
-                Ok(Some(upto)) => lock(&pj).committed(upto),
+                Ok(Some(upto)) => pj.lock().committed(upto),
                 Err(e) => {
-                    let port = lock(&pj).port;
+                    let port = pj.lock().port;
                     tracing::error!("partial journal of port {port} failed to write or sync: {e}");
                     self.rescue_port(&pj)?;
                 }
             }
             // A rotated file that could not be fsynced: its entries go durable via the primary.
-            if lock(&pj).blocked.is_some() {
+            if pj.lock().blocked.is_some() {
                 self.flush_port(&pj)?;
             }
         }
@@ -1412,7 +1428,7 @@ impl Shared {
             .all_ports()
             .iter()
             .map(|p| {
-                let p = lock(p);
+                let p = p.lock();
                 (p.port, p.synced_seq)
             })
             .collect();
@@ -1532,7 +1548,7 @@ impl Shared {
     }
 
     /// Move one port's partial journal into the primary journal.
-    pub fn flush_port(&self, pj: &Mutex<PartialJournal>) -> Result<()> {
+    pub fn flush_port(&self, pj: &Port) -> Result<()> {
         let f = lock(&self.flush_lock);
         self.flush_port_held(pj, &f)
     }
@@ -1541,17 +1557,13 @@ impl Shared {
     /// holds at least `limit` bytes once the flush lock is ours. Writers that found the port
     /// over the limit queue on the lock behind the flush that brings it under; each of them
     /// flushing again would rotate and copy a file of a few entries, one fsync each.
-    fn flush_port_over(&self, pj: &Mutex<PartialJournal>, limit: u64) -> Result<()> {
+    fn flush_port_over(&self, pj: &Port, limit: u64) -> Result<()> {
         self.flush_port_when(pj, &|p| p.bytes >= limit)
     }
 
     /// Move the port's partial journal into the primary if `due` still says so once the flush
     /// lock is ours: a flush that ran while we waited for the lock may have emptied it.
-    fn flush_port_when(
-        &self,
-        pj: &Mutex<PartialJournal>,
-        due: &dyn Fn(&PartialJournal) -> bool,
-    ) -> Result<()> {
+    fn flush_port_when(&self, pj: &Port, due: &dyn Fn(&PartialJournal) -> bool) -> Result<()> {
         let f = lock(&self.flush_lock);
         self.flush_port_when_held(pj, due, &f)
     }
@@ -1559,11 +1571,11 @@ impl Shared {
     /// `flush_port_when` for a caller that holds the flush lock.
     fn flush_port_when_held(
         &self,
-        pj: &Mutex<PartialJournal>,
+        pj: &Port,
         due: &dyn Fn(&PartialJournal) -> bool,
         held: &std::sync::MutexGuard<'_, ()>,
     ) -> Result<()> {
-        if !due(&lock(pj)) {
+        if !due(&pj.lock()) {
             return Ok(());
         }
         self.flush_port_held(pj, held)
@@ -1578,13 +1590,10 @@ impl Shared {
     }
 
     /// `flush_port` for a caller that holds the flush lock (`_held`).
-    fn flush_port_held(
-        &self,
-        pj: &Mutex<PartialJournal>,
-        _held: &std::sync::MutexGuard<'_, ()>,
-    ) -> Result<()> {
+    fn flush_port_held(&self, pj: &Port, _held: &std::sync::MutexGuard<'_, ()>) -> Result<()> {
         let rotated = {
-            let mut p = lock(pj);
+            // The rotated file must hold every batch claimed from it.
+            let mut p = pj.lock_idle();
             if p.entries.is_empty() {
                 drop(p);
                 return self.flush_late(pj);
@@ -1618,19 +1627,19 @@ impl Shared {
                     // The entries are durable in their new segment, but the index may miss
                     // them: they stay in the partial journal (views find them there) and are
                     // copied into the primary by the next flush.
-                    lock(pj).flush_failed(&rotated);
+                    pj.lock().flush_failed(&rotated);
                     return Err(e);
                 }
             },
         };
         if !adopted {
             if let Err(e) = self.primary.append_refs(&refs) {
-                lock(pj).flush_failed(&rotated);
+                pj.lock().flush_failed(&rotated);
                 return Err(e);
             }
         }
         let port = {
-            let mut p = lock(pj);
+            let mut p = pj.lock();
             p.finish_flush(&rotated);
             p.port
         };
@@ -1657,12 +1666,12 @@ impl Shared {
     /// so the primary journal takes them now. If it cannot either, the port is invalid from its
     /// oldest entry not known durable (views from there on may miss its writes) until a flush
     /// works again.
-    fn rescue_port(&self, pj: &Mutex<PartialJournal>) -> Result<()> {
+    fn rescue_port(&self, pj: &Port) -> Result<()> {
         let Err(e) = self.flush_port(pj) else {
             return Ok(());
         };
         let (port, since) = {
-            let p = lock(pj);
+            let p = pj.lock();
             (p.port, p.oldest_unsynced_ts())
         };
         self.mark_invalid(port, since.unwrap_or(self.clock.last()));
@@ -1671,8 +1680,9 @@ impl Shared {
 
     /// Append the port's outcomes that wait for the primary journal (their entries are there,
     /// or go there first: see `PartialJournal::set_status`). The caller holds the flush lock.
-    fn flush_late(&self, pj: &Mutex<PartialJournal>) -> Result<()> {
-        let records: Vec<Record> = lock(pj)
+    fn flush_late(&self, pj: &Port) -> Result<()> {
+        let records: Vec<Record> = pj
+            .lock()
             .late()
             .iter()
             .copied()
@@ -1684,7 +1694,7 @@ impl Shared {
         // The outcomes stay on the port until the primary has noted them (outcomes recorded
         // meanwhile are appended behind them).
         self.primary.append_records(&records)?;
-        lock(pj).forget_late(records.len());
+        pj.lock().forget_late(records.len());
         Ok(())
     }
 
@@ -1790,12 +1800,13 @@ impl Shared {
             self.apply_cache()?;
         }
         for pj in self.all_ports() {
-            let (due, late, written) = {
-                let mut p = lock(&pj);
-                (self.flush_due(&p), p.has_late(), p.write_pending())
+            let written = pj.write_waiting();
+            let (due, late) = {
+                let p = pj.lock();
+                (self.flush_due(&p), p.has_late())
             };
             if let Err(e) = written {
-                let port = lock(&pj).port;
+                let port = pj.lock().port;
                 tracing::error!("partial journal of port {port} could not be written: {e}");
                 self.rescue_port(&pj)?;
             } else if due {
@@ -2027,7 +2038,7 @@ impl Shared {
     fn first_hit_after_once(&self, c: u64, ts: u64) -> Result<Option<Hit>> {
         let mut best: Option<Arc<Entry>> = None;
         for pj in self.all_ports() {
-            if let Some(e) = lock(&pj).first_after(c, ts) {
+            if let Some(e) = pj.lock().first_after(c, ts) {
                 if best
                     .as_ref()
                     .is_none_or(|b| (e.ts, e.port, e.seq) < (b.ts, b.port, b.seq))
@@ -2073,7 +2084,7 @@ impl Shared {
         let n = (c1 - c0 + 1) as usize;
         let mut best: Vec<Option<Arc<Entry>>> = vec![None; n];
         for pj in self.all_ports() {
-            let p = lock(&pj);
+            let p = pj.lock();
             for (i, slot) in best.iter_mut().enumerate() {
                 if let Some(e) = p.first_after(c0 + i as u64, ts) {
                     if slot

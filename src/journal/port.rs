@@ -1,0 +1,154 @@
+//! A port's partial journal behind its lock, and the batch writes made outside that lock.
+//!
+//! Every write of a session goes through its port's partial journal, so the lock is held only
+//! for in-memory work: the writer whose append fills a batch claims it under the lock and
+//! copies it into the segment file without it, while the port's other writers go on
+//! appending. The file's other writers (a commit's fsync, a rotation, a failure's status)
+//! need everything claimed to be in the file first: they wait until no batch is being
+//! written ([`Port::lock_idle`]).
+
+use super::partial::{Batch, PartialJournal};
+use std::io;
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+pub(crate) struct Port {
+    journal: Mutex<PartialJournal>,
+    /// Signalled when a batch written outside the lock is done.
+    idle: Condvar,
+}
+
+impl Port {
+    pub fn new(journal: PartialJournal) -> Self {
+        Port {
+            journal: Mutex::new(journal),
+            idle: Condvar::new(),
+        }
+    }
+
+    /// The port's journal (a panic elsewhere leaves it usable: its state is updated in steps
+    /// that each keep it consistent).
+    pub fn lock(&self) -> MutexGuard<'_, PartialJournal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The port's journal once no batch is being written outside the lock.
+    pub fn lock_idle(&self) -> MutexGuard<'_, PartialJournal> {
+        self.idle
+            .wait_while(self.lock(), |j| j.writing())
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Write a batch claimed from this port's journal, then record it there.
+    pub fn write_batch(&self, mut batch: Batch) -> io::Result<()> {
+        let written = batch.write();
+        let done = self.lock().finish_batch(batch, written);
+        self.idle.notify_all();
+        done
+    }
+
+    /// Write what waits, outside the lock (the background round). Nothing if a batch is being
+    /// written already: its writer leaves the rest to the next round.
+    pub fn write_waiting(&self) -> io::Result<()> {
+        let batch = self.lock().claim_batch();
+        match batch {
+            Some(batch) => self.write_batch(batch),
+            None => Ok(()),
+        }
+    }
+
+    /// Write a batch once the appends have filled one (the writer whose append did).
+    pub fn write_full_batch(&self) -> io::Result<()> {
+        let batch = self.lock().claim_full_batch();
+        match batch {
+            Some(batch) => self.write_batch(batch),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::partial::{replay_file, WRITE_BATCH};
+    use super::super::record::{no_unallocated, Entry, Status};
+    use super::*;
+    use std::sync::Arc;
+
+    fn entry(lba: u64, byte: u8) -> Entry {
+        Entry {
+            ts: 0,
+            port: 0,
+            seq: 0,
+            lba,
+            blocks: 8,
+            chunk_blocks: 8,
+            status: Status::Pending,
+            unallocated: no_unallocated(1),
+            merged: false,
+            invalid_ports: vec![],
+            data: vec![byte; 4096],
+        }
+    }
+
+    /// While a claimed batch is out, appends go on and a commit waits for it; what was
+    /// appended meanwhile goes with the next batch, after the claimed one.
+    #[test]
+    fn appends_go_on_while_a_batch_is_written_and_commits_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = Arc::new(Port::new(
+            PartialJournal::create(dir.path(), 5, 4096, 0).unwrap(),
+        ));
+        let per_batch = WRITE_BATCH / (4096 + 64) + 1;
+        for i in 0..per_batch {
+            port.lock().append(100 + i, vec![entry(8 * i, 1)]);
+        }
+        let mut batch = port.lock().claim_full_batch().expect("a full batch");
+        assert!(port.lock().claim_batch().is_none(), "one batch at a time");
+        // Appends while the batch is out.
+        port.lock().append(10_000, vec![entry(0, 2)]);
+        assert!(port.lock().write_pending().is_err(), "not under a batch");
+        let committer = {
+            let port = port.clone();
+            std::thread::spawn(move || port.lock_idle().commit_target().unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!committer.is_finished(), "the commit waits for the batch");
+        let written = batch.write();
+        port.lock().finish_batch(batch, written).unwrap();
+        port.idle.notify_all();
+        let (_, upto) = committer.join().unwrap().expect("something to fsync");
+        assert_eq!(upto, per_batch + 1, "the commit wrote the later append too");
+        let replayed = replay_file(port.lock().path()).unwrap();
+        let stamps: Vec<u64> = replayed.entries.iter().map(|e| e.ts).collect();
+        let mut want: Vec<u64> = (0..per_batch).map(|i| 100 + i).collect();
+        want.push(10_000);
+        assert_eq!(stamps, want, "every entry once, in append order");
+        assert!(replayed.tail.is_none());
+    }
+
+    /// A batch whose write fails goes back to wait, before what was appended meanwhile, and
+    /// the file is tainted (copied, never adopted whole).
+    #[test]
+    fn a_failed_batch_waits_again_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = Port::new(PartialJournal::create(dir.path(), 5, 4096, 0).unwrap());
+        let s1 = port.lock().append(100, vec![entry(0, 1)]);
+        let batch = port.lock().claim_batch().unwrap();
+        port.lock().set_status(100, s1, Status::Ok, 0, 8).unwrap();
+        port.lock().append(200, vec![entry(8, 2)]);
+        let failed = port
+            .lock()
+            .finish_batch(batch, Err(io::Error::other("disk gone")));
+        assert!(failed.is_err());
+        let mut j = port.lock_idle();
+        assert!(j.has_pending());
+        j.write_pending().unwrap();
+        let replayed = replay_file(j.path()).unwrap();
+        let got: Vec<(u64, Status)> = replayed.entries.iter().map(|e| (e.ts, e.status)).collect();
+        assert_eq!(got, vec![(100, Status::Ok), (200, Status::Pending)]);
+        let rotated = j.rotate().unwrap();
+        assert!(
+            rotated.adoptable.is_none(),
+            "a failed write taints the file"
+        );
+    }
+}
