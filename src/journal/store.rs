@@ -834,7 +834,7 @@ impl JournaledStore {
     #[cfg(test)]
     pub(crate) fn crash(self) {
         self.stop_flusher();
-        lock(&self.shared.cache).chunks.clear();
+        lock(&self.shared.cache).clear();
         self.crashed.store(true, Ordering::SeqCst);
     }
 }
@@ -1306,6 +1306,7 @@ impl Shared {
                 cache.chunks.insert(c, d);
                 cache.bytes += len as u64;
             }
+            cache.wait_for(port, seq, c0, c1);
             cache_bytes = cache_bytes.max(cache.bytes);
         }
         let gen = self.gen.fetch_add(1, Ordering::SeqCst) + 1;
@@ -1437,12 +1438,7 @@ impl Shared {
                 .iter()
                 .all(|(port, seq)| synced.get(port).is_some_and(|s| s >= seq))
         };
-        let candidates: Vec<u64> = lock(&self.cache)
-            .chunks
-            .iter()
-            .filter(|(_, d)| ready(d))
-            .map(|(c, _)| *c)
-            .collect();
+        let candidates = lock(&self.cache).take_ready(&synced);
         // Runs of consecutive chunks: one stripe-lock sequence, and one volume write for each
         // stretch of chunks whose blocks are all new data.
         const MAX_RUN: usize = 256;
@@ -1453,7 +1449,10 @@ impl Shared {
             {
                 e += 1;
             }
-            self.apply_run(&candidates[k..e], &ready)?;
+            if let Err(err) = self.apply_run(&candidates[k..e], &ready) {
+                lock(&self.cache).retry(candidates[k..].iter().copied());
+                return Err(err);
+            }
             k = e;
         }
         Ok(())
