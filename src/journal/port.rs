@@ -125,6 +125,113 @@ mod tests {
         assert!(replayed.tail.is_none());
     }
 
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// An append of a write over this many chunks.
+        Append(u8),
+        /// The outcome `Ok` for the n-th write appended so far (modulo their number).
+        Outcome(usize),
+        /// Claim a batch (if none is out).
+        Claim,
+        /// Finish the batch that is out: written, or its write failed.
+        Finish { fails: bool },
+        /// Write what waits under the lock (only with no batch out, as a commit does).
+        WriteIdle,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (1u8..4).prop_map(Op::Append),
+            2 => (0usize..64).prop_map(Op::Outcome),
+            2 => Just(Op::Claim),
+            2 => any::<bool>().prop_map(|b| Op::Finish { fails: b }),
+            1 => Just(Op::WriteIdle),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the interleaving of appends, outcomes, batches claimed and finished (some
+        /// failing) and writes under the lock, the file ends up holding every entry once, in
+        /// append order, and a replay gives each the last outcome recorded for it.
+        #[test]
+        fn the_file_holds_every_entry_once_in_order(ops in proptest::collection::vec(op(), 1..80)) {
+            let dir = tempfile::tempdir().unwrap();
+            let port = Port::new(PartialJournal::create(dir.path(), 7, 4096, 0).unwrap());
+            let mut out: Option<Batch> = None;
+            let mut appended: Vec<(u64, u64)> = Vec::new(); // (ts, seq)
+            let mut ok: std::collections::HashSet<u64> = Default::default();
+            for op in ops {
+                match op {
+                    Op::Append(chunks) => {
+                        let ts = 1000 + appended.len() as u64;
+                        let mut e = entry(8 * appended.len() as u64, chunks);
+                        e.blocks = 8 * u32::from(chunks);
+                        e.unallocated = no_unallocated(u32::from(chunks));
+                        e.data = vec![chunks; 4096 * chunks as usize];
+                        let seq = port.lock().append(ts, vec![e]);
+                        appended.push((ts, seq));
+                    }
+                    Op::Outcome(n) if !appended.is_empty() => {
+                        let (ts, seq) = appended[n % appended.len()];
+                        port.lock().set_status(ts, seq, Status::Ok, 0, 8).unwrap();
+                        ok.insert(ts);
+                    }
+                    Op::Outcome(_) => {}
+                    Op::Claim => {
+                        let claimed = port.lock().claim_batch();
+                        if out.is_some() {
+                            proptest::prop_assert!(claimed.is_none(), "a second batch while one is out");
+                        } else {
+                            out = claimed;
+                        }
+                    }
+                    Op::Finish { fails } => {
+                        if let Some(mut b) = out.take() {
+                            let written = if fails {
+                                Err(io::Error::other("injected"))
+                            } else {
+                                b.write()
+                            };
+                            let done = port.lock().finish_batch(b, written);
+                            proptest::prop_assert_eq!(done.is_err(), fails);
+                        }
+                    }
+                    Op::WriteIdle => {
+                        let r = port.lock().write_pending();
+                        proptest::prop_assert_eq!(r.is_err(), out.is_some());
+                    }
+                }
+            }
+            if let Some(mut b) = out.take() {
+                let written = b.write();
+                port.lock().finish_batch(b, written).unwrap();
+            }
+            let mut j = port.lock_idle();
+            j.write_pending().unwrap();
+            proptest::prop_assert!(!j.has_pending());
+            let replayed = replay_file(j.path()).unwrap();
+            proptest::prop_assert!(replayed.tail.is_none());
+            let mut last: std::collections::HashMap<u64, Status> = Default::default();
+            for e in &replayed.entries {
+                last.insert(e.ts, e.status);
+            }
+            let stamps: Vec<u64> = replayed.entries.iter().map(|e| e.ts).collect();
+            let want: Vec<u64> = appended.iter().map(|(ts, _)| *ts).collect();
+            proptest::prop_assert_eq!(stamps, want);
+            for (ts, _) in &appended {
+                let want = if ok.contains(ts) { Status::Ok } else { Status::Pending };
+                proptest::prop_assert_eq!(last[ts], want, "entry {}", ts);
+            }
+            for e in &replayed.entries {
+                let chunks = e.chunks() as u8;
+                proptest::prop_assert!(e.data.iter().all(|b| *b == chunks), "old data intact");
+            }
+        }
+    }
+
     /// A batch whose write fails goes back to wait, before what was appended meanwhile, and
     /// the file is tainted (copied, never adopted whole).
     #[test]
