@@ -9,12 +9,18 @@
 
 use super::partial::{Batch, PartialJournal};
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 pub(crate) struct Port {
     journal: Mutex<PartialJournal>,
     /// Signalled when a batch written outside the lock is done.
     idle: Condvar,
+    /// Callers waiting in [`lock_idle`](Self::lock_idle). While there are any, no new batch
+    /// is claimed: under a steady stream of writes the next batch would otherwise be out
+    /// again before a woken waiter got the lock, and a commit or rotation could wait on and
+    /// on. The waiter writes what waits itself, under the lock.
+    waiting: AtomicUsize,
 }
 
 impl Port {
@@ -22,6 +28,7 @@ impl Port {
         Port {
             journal: Mutex::new(journal),
             idle: Condvar::new(),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -33,9 +40,22 @@ impl Port {
 
     /// The port's journal once no batch is being written outside the lock.
     pub fn lock_idle(&self) -> MutexGuard<'_, PartialJournal> {
-        self.idle
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let journal = self
+            .idle
             .wait_while(self.lock(), |j| j.writing())
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|p| p.into_inner());
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        journal
+    }
+
+    /// Claim a batch with `claim`, unless a caller waits for the port to be idle.
+    fn claim(&self, claim: impl FnOnce(&mut PartialJournal) -> Option<Batch>) -> Option<Batch> {
+        let mut journal = self.lock();
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        claim(&mut journal)
     }
 
     /// Write a batch claimed from this port's journal, then record it there.
@@ -49,7 +69,7 @@ impl Port {
     /// Write what waits, outside the lock (the background round). Nothing if a batch is being
     /// written already: its writer leaves the rest to the next round.
     pub fn write_waiting(&self) -> io::Result<()> {
-        let batch = self.lock().claim_batch();
+        let batch = self.claim(PartialJournal::claim_batch);
         match batch {
             Some(batch) => self.write_batch(batch),
             None => Ok(()),
@@ -58,7 +78,7 @@ impl Port {
 
     /// Write a batch once the appends have filled one (the writer whose append did).
     pub fn write_full_batch(&self) -> io::Result<()> {
-        let batch = self.lock().claim_full_batch();
+        let batch = self.claim(PartialJournal::claim_full_batch);
         match batch {
             Some(batch) => self.write_batch(batch),
             None => Ok(()),
@@ -230,6 +250,43 @@ mod tests {
                 proptest::prop_assert!(e.data.iter().all(|b| *b == chunks), "old data intact");
             }
         }
+    }
+
+    /// While a caller waits for the port to be idle, no new batch is claimed: the waiter gets
+    /// the file next and writes what waits itself.
+    #[test]
+    fn a_waiting_commit_holds_off_new_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = Arc::new(Port::new(
+            PartialJournal::create(dir.path(), 5, 4096, 0).unwrap(),
+        ));
+        port.lock().append(100, vec![entry(0, 1)]);
+        let mut batch = port.lock().claim_batch().unwrap();
+        let committer = {
+            let port = port.clone();
+            std::thread::spawn(move || port.lock_idle().commit_target().unwrap())
+        };
+        while port.waiting.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let per_batch = WRITE_BATCH / (4096 + 64) + 1;
+        for i in 0..per_batch {
+            port.lock().append(200 + i, vec![entry(8 * i, 2)]);
+        }
+        let written = batch.write();
+        // Between the batch's end and the waiter's turn, a full batch is not claimed.
+        let mut journal = port.lock();
+        journal.finish_batch(batch, written).unwrap();
+        drop(journal);
+        port.write_full_batch().unwrap();
+        assert!(
+            port.lock().has_pending(),
+            "no batch claimed while a commit waits"
+        );
+        port.idle.notify_all();
+        let (_, upto) = committer.join().unwrap().expect("something to fsync");
+        assert_eq!(upto, per_batch + 1, "the commit wrote every append itself");
+        assert!(!port.lock().writing());
     }
 
     /// A batch whose write fails goes back to wait, before what was appended meanwhile, and
