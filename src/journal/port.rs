@@ -69,17 +69,19 @@ impl Port {
     /// Write what waits, outside the lock (the background round). Nothing if a batch is being
     /// written already: its writer leaves the rest to the next round.
     pub fn write_waiting(&self) -> io::Result<()> {
-        let batch = self.claim(PartialJournal::claim_batch);
-        match batch {
-            Some(batch) => self.write_batch(batch),
-            None => Ok(()),
-        }
+        self.claim_and_write(PartialJournal::claim_batch)
     }
 
     /// Write a batch once the appends have filled one (the writer whose append did).
     pub fn write_full_batch(&self) -> io::Result<()> {
-        let batch = self.claim(PartialJournal::claim_full_batch);
-        match batch {
+        self.claim_and_write(PartialJournal::claim_full_batch)
+    }
+
+    fn claim_and_write(
+        &self,
+        claim: impl FnOnce(&mut PartialJournal) -> Option<Batch>,
+    ) -> io::Result<()> {
+        match self.claim(claim) {
             Some(batch) => self.write_batch(batch),
             None => Ok(()),
         }
