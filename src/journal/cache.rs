@@ -60,6 +60,14 @@ pub(crate) struct DirtyChunk {
 }
 
 impl DirtyChunk {
+    /// Every journal entry this chunk waits for is durable (`synced`: the highest durable seq
+    /// per port).
+    pub fn ready(&self, synced: &HashMap<u64, u64>) -> bool {
+        self.deps
+            .iter()
+            .all(|(port, seq)| synced.get(port).is_some_and(|s| s >= seq))
+    }
+
     pub fn add_dep(&mut self, port: u64, seq: u64) {
         match self.deps.iter_mut().find(|d| d.0 == port) {
             Some(d) => d.1 = d.1.max(seq),
@@ -142,13 +150,7 @@ impl DirtyCache {
         }
         maybe
             .into_iter()
-            .filter(|c| {
-                self.chunks.get(c).is_some_and(|d| {
-                    d.deps
-                        .iter()
-                        .all(|(port, seq)| synced.get(port).is_some_and(|s| s >= seq))
-                })
-            })
+            .filter(|c| self.chunks.get(c).is_some_and(|d| d.ready(synced)))
             .collect()
     }
 

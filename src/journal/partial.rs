@@ -2,8 +2,8 @@
 //! lookups, and written (no fsync) to the port's own segment file in batches: by the background
 //! round every `commit_interval`, by the writer whose append leaves [`WRITE_BATCH`] bytes
 //! waiting, and before any fsync or rotation. A batch is claimed under the port's lock and
-//! written outside it ([`Batch`], `port::Port`), so appends go on while it is copied. An entry whose outcome is known by then is written with it (no status
-//! record). The group commit fsyncs the file; when full or old enough it is flushed into the
+//! written outside it ([`Batch`], `port::Port`), so appends go on while it is copied. An
+//! entry whose outcome is known by then is written with it (no status record). The group commit fsyncs the file; when full or old enough it is flushed into the
 //! primary journal and its file rotated away.
 
 use super::record::{

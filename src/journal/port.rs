@@ -8,6 +8,7 @@
 //! written ([`Port::lock_idle`]).
 
 use super::partial::{Batch, PartialJournal};
+use super::store::lock;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -35,7 +36,7 @@ impl Port {
     /// The port's journal (a panic elsewhere leaves it usable: its state is updated in steps
     /// that each keep it consistent).
     pub fn lock(&self) -> MutexGuard<'_, PartialJournal> {
-        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.journal)
     }
 
     /// The port's journal once no batch is being written outside the lock.

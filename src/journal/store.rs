@@ -1433,11 +1433,7 @@ impl Shared {
                 (p.port, p.synced_seq)
             })
             .collect();
-        let ready = |d: &DirtyChunk| {
-            d.deps
-                .iter()
-                .all(|(port, seq)| synced.get(port).is_some_and(|s| s >= seq))
-        };
+        let ready = |d: &DirtyChunk| d.ready(&synced);
         let candidates = lock(&self.cache).take_ready(&synced);
         // Runs of consecutive chunks: one stripe-lock sequence, and one volume write for each
         // stretch of chunks whose blocks are all new data.
