@@ -28,6 +28,7 @@ mod config;
 mod error;
 mod hit_cache;
 mod index_group;
+mod latest_group;
 pub mod merge;
 mod metalog;
 mod partial;

@@ -19,6 +19,7 @@ use super::index_group::{
     decode_group, encode_group_keyed, parse_key, place, Group, Indexed, Ordered,
 };
 pub(crate) use super::index_group::{index_key, KEY_LEN};
+use super::latest_group::{Latest, LatestGroups};
 use super::partial::{sync_dir, write_all_parts};
 use super::record::{
     check_version, decode_entry_head, decode_record, encode_entry_head, encode_record,
@@ -460,6 +461,8 @@ pub(crate) struct PrimaryJournal {
     heads: Mutex<HeadCache>,
     /// What the index walks of point-in-time reads found (bumped on every index change).
     hits: HitCache,
+    /// Each extent's latest group, for the next append to it.
+    latest: LatestGroups,
 }
 
 /// What `open` found.
@@ -662,6 +665,7 @@ impl PrimaryJournal {
             recent: Mutex::new(Vec::new()),
             heads: Mutex::new(HeadCache::default()),
             hits: HitCache::default(),
+            latest: LatestGroups::default(),
         };
         if !rebuild && !pj.index.contains_key(COUNT_KEY)? && !pj.index.is_empty() {
             // An index from before the running count: count it once.
@@ -758,10 +762,9 @@ impl PrimaryJournal {
                     rec.max_ts = rec.max_ts.max(e.ts);
                 }
             }
-            let added = self.place_items(items, &mut batch)?;
+            let (added, latest) = self.place_items(items, &mut batch)?;
             batch.insert(COUNT_KEY, &(self.count()? + added).to_be_bytes()[..]);
-            self.index.apply_batch(batch)?;
-            self.hits.changed();
+            self.apply_index(batch, latest)?;
             if let Some(t) = &scan.tail {
                 tracing::warn!(
                     "journal segment {} ends in a bad record at {}: {}",
@@ -789,6 +792,7 @@ impl PrimaryJournal {
 
     /// Drop the sled index and rebuild it from the segment files.
     pub fn rebuild_index(&self) -> Result<PrimaryRecovery> {
+        self.latest.clear();
         self.index.clear()?;
         self.hits.changed();
         self.failed.clear()?;
@@ -843,38 +847,92 @@ impl PrimaryJournal {
 
     /// Add index entries to the index's groups ([`place`]): each extent's groups that can take
     /// them are read and written back whole, with new groups, into `batch`. Returns the chunk
-    /// versions added (an entry the index holds already is not added again). Index writers are
-    /// serialized (the store's flush lock), and each applies its batch before the next reads.
-    fn place_items(&self, mut items: Vec<Indexed>, batch: &mut sled::Batch) -> Result<u64> {
+    /// versions added (an entry the index holds already is not added again) and the extents'
+    /// latest groups once `batch` is applied, for [`apply_index`](Self::apply_index). Index
+    /// writers are serialized (the store's flush lock), and each applies its batch before the
+    /// next reads.
+    ///
+    /// An extent's latest group comes from `latest` where it is known, else from the index.
+    /// Entries at or after it (the common case: stamps only go forward) can only go into it
+    /// or into new groups after it, so no other group is read.
+    fn place_items(
+        &self,
+        mut items: Vec<Indexed>,
+        batch: &mut sled::Batch,
+    ) -> Result<(u64, Vec<(u64, Latest)>)> {
         items.sort_by_key(|i| (i.order(), i.loc.seg));
         let mut added = 0u64;
+        let mut after = Vec::new();
         let mut from = 0;
         while from < items.len() {
             let x = items[from].extent;
             let to = from + items[from..].partition_point(|i| i.extent == x);
             let (first, last) = (items[from], items[to - 1]);
             let lo_key = index_key(x, first.ts, first.loc.lo);
-            let mut groups: Vec<Group> = Vec::new();
-            if let Some(kv) = self.group_at_or_before(x, first.ts, first.loc.lo)? {
-                groups.push(self.decode_kv(kv)?);
-            }
-            for kv in self
-                .index
-                .range(lo_key..=index_key(x, last.ts, last.loc.lo))
-            {
-                let g = self.decode_kv(kv?)?;
-                if groups.first().is_none_or(|f| f.0 != g.0) {
-                    groups.push(g);
-                }
-            }
-            let placed = place(groups, items[from..to].to_vec());
+            let latest = match self.latest.take(x) {
+                Some(l) => l,
+                None => self.last_group(x)?,
+            };
+            let latest_key = latest.as_ref().map(|g| g.0);
+            // `kept`: the latest group when no group read is it (entries before it).
+            let (groups, kept) = match latest {
+                None => (Vec::new(), None),
+                Some(g) if g.0 <= lo_key => (vec![g], None),
+                Some(g) => (self.groups_spanning(x, first, last)?, Some(g)),
+            };
+            let mut placed = place(groups, items[from..to].to_vec());
             for (k, g) in &placed.write {
                 batch.insert(&k[..], encode_group_keyed(k, g));
             }
             added += placed.added.iter().map(|i| u64::from(i.loc.n)).sum::<u64>();
+            // The written group with the greatest key is the latest unless the latest was
+            // before every entry and is left as it was; nothing written: unknown.
+            match placed.write.pop() {
+                Some(w) if latest_key.is_none_or(|k| w.0 >= k) => after.push((x, Some(w))),
+                Some(_) => after.extend(kept.map(|g| (x, Some(g)))),
+                None => {}
+            }
             from = to;
         }
-        Ok(added)
+        Ok((added, after))
+    }
+
+    /// Apply an index batch of `place_items`, then note the extents' latest groups it left.
+    fn apply_index(&self, batch: sled::Batch, latest: Vec<(u64, Latest)>) -> Result<()> {
+        self.index.apply_batch(batch)?;
+        self.hits.changed();
+        self.latest.put(latest);
+        Ok(())
+    }
+
+    /// Extent `x`'s group with the greatest key, if it has any.
+    fn last_group(&self, x: u64) -> Result<Latest> {
+        let last = self
+            .index
+            .range(index_key(x, 0, 0)..=index_key(x, u64::MAX, u8::MAX))
+            .next_back()
+            .transpose()?;
+        last.map(|kv| self.decode_kv(kv)).transpose()
+    }
+
+    /// Extent `x`'s groups that can take entries from `first` to `last`: the one with the
+    /// greatest key at or before `first` and every one after it up to `last`, in key order.
+    fn groups_spanning(&self, x: u64, first: Indexed, last: Indexed) -> Result<Vec<Group>> {
+        let mut groups: Vec<Group> = Vec::new();
+        if let Some(kv) = self.group_at_or_before(x, first.ts, first.loc.lo)? {
+            groups.push(self.decode_kv(kv)?);
+        }
+        let lo_key = index_key(x, first.ts, first.loc.lo);
+        for kv in self
+            .index
+            .range(lo_key..=index_key(x, last.ts, last.loc.lo))
+        {
+            let g = self.decode_kv(kv?)?;
+            if groups.first().is_none_or(|f| f.0 != g.0) {
+                groups.push(g);
+            }
+        }
+        Ok(groups)
     }
 
     /// A group read from the index.
@@ -983,10 +1041,9 @@ impl PrimaryJournal {
         touched: &[(u64, u64)],
     ) -> Result<()> {
         let mut batch = sled::Batch::default();
-        let added = self.place_items(items, &mut batch)?;
+        let (added, latest) = self.place_items(items, &mut batch)?;
         batch.insert(COUNT_KEY, &(self.count()? + added).to_be_bytes()[..]);
-        self.index.apply_batch(batch)?;
-        self.hits.changed();
+        self.apply_index(batch, latest)?;
         for &(e, status) in entries {
             self.note_entry(e, status)?;
         }
@@ -1739,6 +1796,8 @@ impl PrimaryJournal {
                     None => continue,
                 },
             };
+            let (x, _, _) = parse_key(&key).ok_or_else(|| self.bad_index())?;
+            self.latest.forget(x);
             removed += self.drop_from_group(&mut b, &key, g, &gone);
         }
         let n = self.count()?.saturating_sub(removed);
@@ -2064,6 +2123,109 @@ mod tests {
                         let hit = got[(c - c0) as usize].map(|((ts, _, _), l)| (ts, l.idx));
                         proptest::prop_assert_eq!(hit, brute(c, ts), "cached after the second append, chunk {} after {}", c, ts);
                     }
+                }
+            }
+        }
+    }
+
+    /// Every extent `latest` knows has that latest group in the index, exactly.
+    fn assert_latest_is_the_index(p: &PrimaryJournal) -> std::result::Result<(), String> {
+        for (x, known) in p.latest.known() {
+            let stored = p.last_group(x).map_err(|e| e.to_string())?;
+            if known != stored {
+                return Err(format!("extent {x}: kept {known:?}, index {stored:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// The latest groups kept for appends stay what the index holds through appends of
+        /// several ports (a later port's entries late for the groups before them, some already
+        /// indexed), merges dropping entries, and rebuilds; and the index built with them
+        /// answers lookups as a brute force over what is left.
+        #[test]
+        fn kept_latest_groups_match_the_index(
+            ops in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => proptest::strategy::Strategy::prop_map(
+                        proptest::collection::vec((0u64..40, 1u32..20, 0u64..3), 1..12),
+                        Some,
+                    ),
+                    1 => proptest::strategy::Just(None),
+                ],
+                1..24,
+            ),
+            drops in proptest::collection::vec(0usize..64, 0..6),
+            rebuild_at in 0usize..30,
+        ) {
+            use proptest::prelude::*;
+            let dir = tempfile::tempdir().unwrap();
+            let (p, _) = PrimaryJournal::open(dir.path(), 4096, 512, 1 << 20).unwrap();
+            let mut live: Vec<Entry> = Vec::new();
+            // Runs dropped by a merge: `(ts, port, seq, extent)`.
+            let mut dropped: std::collections::HashSet<(u64, u64, u64, u64)> = Default::default();
+            let mut seq = 0u64;
+            let mut appended = 0usize;
+            for (i, op) in ops.iter().enumerate() {
+                match op {
+                    Some(writes) => {
+                        // Port k's entries of this op are stamped k steps apart and appended
+                        // port by port, the last port first: each later append is late.
+                        let mut by_port: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
+                        for (j, &(c, n, port)) in writes.iter().enumerate() {
+                            seq += 1;
+                            let mut e = multi(1000 * (i as u64 + 1) + j as u64 * 3 + port, c * 8, n, j as u8, None);
+                            e.port = port;
+                            e.seq = seq;
+                            by_port.entry(port).or_default().push(e);
+                        }
+                        for es in by_port.values().rev() {
+                            p.append(es).unwrap();
+                            appended += 1;
+                            if appended % 3 == 0 {
+                                // The same records again (a replay after a crash): not added twice.
+                                p.append(es).unwrap();
+                            }
+                            live.extend(es.iter().cloned());
+                        }
+                    }
+                    None => {
+                        // A merge: drop some index entries (whole records' runs of an extent).
+                        let all: Vec<_> = p.iter_index().map(|r| r.unwrap()).collect();
+                        let mut gone = Vec::new();
+                        for &d in &drops {
+                            if let Some((((x, ts, port, seq), l), key)) = all.get(d % all.len().max(1)).copied() {
+                                gone.push((key, ts, l.lo, l.n));
+                                dropped.insert((ts, port, seq, x));
+                            }
+                        }
+                        gone.sort();
+                        gone.dedup();
+                        p.remove_entries(&gone).unwrap();
+                    }
+                }
+                assert_latest_is_the_index(&p).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(p.walk_len(), p.len());
+                if i == rebuild_at {
+                    p.rebuild_index().unwrap();
+                    // A rebuild indexes every record again, dropped runs too.
+                    dropped.clear();
+                    assert_latest_is_the_index(&p).map_err(TestCaseError::fail)?;
+                }
+            }
+            // Lookups: the first entry after each stamp, per chunk, over what is left (a
+            // dropped run is gone from its extent only).
+            let extent_gone = |e: &Entry, c: u64| dropped.contains(&(e.ts, e.port, e.seq, extent_of(c).0));
+            for c in 0..60u64 {
+                for ts in [0u64, 1500, 3000, 6000, 12_000] {
+                    let want = live.iter()
+                        .filter(|e| e.ts > ts && (e.first_chunk()..e.first_chunk() + u64::from(e.chunks())).contains(&c) && !extent_gone(e, c))
+                        .map(|e| (e.ts, e.port, e.seq))
+                        .min();
+                    let got = p.first_after(c, ts).unwrap().map(|h| h.0);
+                    prop_assert_eq!(got, want, "chunk {} after {}", c, ts);
                 }
             }
         }
