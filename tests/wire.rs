@@ -34,7 +34,21 @@ async fn discovery_lists_the_default_target() {
     let s = start_server().await;
     let mut c = Client::connect(s.addr).await;
     let r = c.login(None, &[]).await;
-    assert_eq!(r.status_class, 0);
+    assert_eq!((r.status_class, r.status_detail), (0, 0), "login succeeds");
+    assert_eq!((r.transit, r.nsg), (true, 3), "full feature phase");
+    // The test client offers these in discovery too; RFC 7143 section 13 marks them irrelevant.
+    let answers = parse_pairs(&r.data).expect("login answer parses");
+    for key in [
+        "InitialR2T",
+        "ImmediateData",
+        "MaxBurstLength",
+        "FirstBurstLength",
+    ] {
+        assert!(
+            answers.iter().any(|(k, v)| k == key && v == "Irrelevant"),
+            "{key}: {answers:?}"
+        );
+    }
     let targets = c.send_targets().await;
     assert!(
         targets
