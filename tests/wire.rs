@@ -194,6 +194,25 @@ async fn out_of_range_offers_are_rejected_and_the_login_goes_on() {
 }
 
 #[tokio::test]
+async fn first_burst_length_is_answered_within_max_burst_length() {
+    let s = start_server().await;
+    let mut c = Client::connect(s.addr).await;
+    // The test client offers FirstBurstLength=262144; the extra key goes after it.
+    let r = c.login(Some(TARGET), &[("MaxBurstLength", "65536")]).await;
+    assert_eq!((r.status_class, r.status_detail), (0, 0), "login succeeds");
+    let answers = parse_pairs(&r.data).expect("login answer parses");
+    let answer = |k: &str| {
+        answers
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(answer("MaxBurstLength"), Some("65536"));
+    assert_eq!(answer("FirstBurstLength"), Some("65536"));
+    ping(&mut c).await;
+}
+
+#[tokio::test]
 async fn header_digests_are_negotiated_and_used() {
     let s = start_server().await;
     let mut c = Client::connect(s.addr).await;

@@ -152,7 +152,8 @@ fn irrelevant_in_discovery(key: &str) -> bool {
 /// The pass in which a key of one text is answered. SessionType comes first: in a discovery
 /// session most operational keys are irrelevant, and the initiator may declare the type after
 /// them in the same text. FirstBurstLength comes last: whether it is relevant depends on
-/// InitialR2T and ImmediateData, which may come after it.
+/// InitialR2T and ImmediateData, and its value may not exceed MaxBurstLength, any of which may
+/// come after it.
 fn answer_pass(key: &str) -> u8 {
     match key {
         "SessionType" => 0,
@@ -238,6 +239,15 @@ impl Negotiator {
     }
 
     /// Settle the results that depend on each other, once the login's keys are all answered.
+    ///
+    /// FirstBurstLength is answered no higher than MaxBurstLength stands at that moment, so it
+    /// can only end up above it when MaxBurstLength is negotiated in a later request, lower
+    /// than it stood (its default, 262144, until then). The answer already sent cannot be
+    /// taken back: a key is negotiated once per login (RFC 7143 6.2). What is kept is lowered
+    /// to MaxBurstLength, as RFC 7143 13.14 requires of both sides ("FirstBurstLength MUST NOT
+    /// exceed MaxBurstLength"): an initiator that applies the rule sends no more unsolicited
+    /// data than that, and one that does not has the excess refused rather than accepted past
+    /// the session's burst limit.
     pub fn finish(&mut self) {
         let s = &mut self.session;
         s.first_burst_length = s.first_burst_length.min(s.max_burst_length);
@@ -392,8 +402,10 @@ impl Negotiator {
                 s.max_burst_length.to_string()
             }
             "FirstBurstLength" => {
-                // Answered as the minimum of both offers; clamped to MaxBurstLength once both are known.
-                s.first_burst_length = n.min(o.first_burst_length);
+                // The minimum of both offers, and no more than MaxBurstLength (RFC 7143 13.14):
+                // as negotiated in this text (answered before this key) or an earlier one, or
+                // its default while it has not been. See `finish` for one negotiated later.
+                s.first_burst_length = n.min(o.first_burst_length).min(s.max_burst_length);
                 s.first_burst_length.to_string()
             }
             "DefaultTime2Wait" => {
@@ -810,6 +822,68 @@ mod tests {
         let out = n.process(&kv(&offers), true).expect("negotiates");
         assert!(out.iter().all(|(_, v)| v != IRRELEVANT), "{out:?}");
         assert!(!n.session.initial_r2t);
+    }
+
+    #[test]
+    fn first_burst_length_never_exceeds_max_burst_length() {
+        let offer = |n: &mut Negotiator, offers: &[(&str, &str)]| {
+            n.process(&kv(offers), false).expect("negotiates")
+        };
+        // In the same text, in either order.
+        for offers in [
+            [("MaxBurstLength", "65536"), ("FirstBurstLength", "262144")],
+            [("FirstBurstLength", "262144"), ("MaxBurstLength", "65536")],
+        ] {
+            let mut n = Negotiator::new(IscsiConfig::default());
+            let out = offer(&mut n, &offers);
+            assert_eq!(answer(&out, "MaxBurstLength"), Some("65536"), "{offers:?}");
+            assert_eq!(
+                answer(&out, "FirstBurstLength"),
+                Some("65536"),
+                "{offers:?}"
+            );
+            assert_eq!(
+                out[0].0, offers[0].0,
+                "answers keep the order of the offers"
+            );
+            assert_eq!(n.session.first_burst_length, 65_536);
+        }
+        // Our own offer makes MaxBurstLength the smaller (even with a configuration that does
+        // not keep FirstBurstLength within it).
+        let cfg = IscsiConfig {
+            max_burst_length: 65_536,
+            first_burst_length: 262_144,
+            ..IscsiConfig::default()
+        };
+        let mut n = Negotiator::new(cfg);
+        let out = offer(
+            &mut n,
+            &[
+                ("FirstBurstLength", "16776192"),
+                ("MaxBurstLength", "16776192"),
+            ],
+        );
+        assert_eq!(answer(&out, "MaxBurstLength"), Some("65536"));
+        assert_eq!(answer(&out, "FirstBurstLength"), Some("65536"));
+        // MaxBurstLength never offered: it stays at its default, and so bounds FirstBurstLength.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let out = offer(&mut n, &[("FirstBurstLength", "1048576")]);
+        assert_eq!(answer(&out, "FirstBurstLength"), Some("262144"));
+        // Negotiated in an earlier request.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        offer(&mut n, &[("MaxBurstLength", "65536")]);
+        let out = offer(&mut n, &[("FirstBurstLength", "262144")]);
+        assert_eq!(answer(&out, "FirstBurstLength"), Some("65536"));
+        // Negotiated in a later request, below what FirstBurstLength was answered: that answer
+        // stands, and the session keeps MaxBurstLength as its first burst.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let out = offer(&mut n, &[("FirstBurstLength", "262144")]);
+        assert_eq!(answer(&out, "FirstBurstLength"), Some("262144"));
+        let out = offer(&mut n, &[("MaxBurstLength", "65536")]);
+        assert_eq!(answer(&out, "MaxBurstLength"), Some("65536"));
+        n.finish();
+        assert_eq!(n.session.max_burst_length, 65_536);
+        assert_eq!(n.session.first_burst_length, 65_536);
     }
 
     #[test]
