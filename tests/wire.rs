@@ -34,7 +34,21 @@ async fn discovery_lists_the_default_target() {
     let s = start_server().await;
     let mut c = Client::connect(s.addr).await;
     let r = c.login(None, &[]).await;
-    assert_eq!(r.status_class, 0);
+    assert_eq!((r.status_class, r.status_detail), (0, 0), "login succeeds");
+    assert_eq!((r.transit, r.nsg), (true, 3), "full feature phase");
+    // The test client offers these in discovery too; RFC 7143 section 13 marks them irrelevant.
+    let answers = parse_pairs(&r.data).expect("login answer parses");
+    for key in [
+        "InitialR2T",
+        "ImmediateData",
+        "MaxBurstLength",
+        "FirstBurstLength",
+    ] {
+        assert!(
+            answers.iter().any(|(k, v)| k == key && v == "Irrelevant"),
+            "{key}: {answers:?}"
+        );
+    }
     let targets = c.send_targets().await;
     assert!(
         targets
@@ -176,6 +190,25 @@ async fn out_of_range_offers_are_rejected_and_the_login_goes_on() {
     assert_eq!(answer("FirstBurstLength"), Some("Irrelevant"));
     assert_eq!(answer("InitialR2T"), Some("Yes"));
     assert_eq!(answer("ImmediateData"), Some("No"));
+    ping(&mut c).await;
+}
+
+#[tokio::test]
+async fn first_burst_length_is_answered_within_max_burst_length() {
+    let s = start_server().await;
+    let mut c = Client::connect(s.addr).await;
+    // The test client offers FirstBurstLength=262144; the extra key goes after it.
+    let r = c.login(Some(TARGET), &[("MaxBurstLength", "65536")]).await;
+    assert_eq!((r.status_class, r.status_detail), (0, 0), "login succeeds");
+    let answers = parse_pairs(&r.data).expect("login answer parses");
+    let answer = |k: &str| {
+        answers
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(answer("MaxBurstLength"), Some("65536"));
+    assert_eq!(answer("FirstBurstLength"), Some("65536"));
     ping(&mut c).await;
 }
 

@@ -130,6 +130,38 @@ fn numeric_range(key: &str) -> Option<(u32, u32)> {
     }
 }
 
+/// Keys with no meaning in a discovery session, where only SendTargets text and a logout follow
+/// the login: RFC 7143 section 13 marks each of them "Irrelevant when: SessionType=Discovery"
+/// (13.2, 13.10, 13.11, 13.13, 13.14, 13.17, 13.18, 13.19). DefaultTime2Wait,
+/// DefaultTime2Retain and ErrorRecoveryLevel carry no such line and are negotiated in either
+/// session type.
+fn irrelevant_in_discovery(key: &str) -> bool {
+    matches!(
+        key,
+        "MaxConnections"
+            | "InitialR2T"
+            | "ImmediateData"
+            | "MaxBurstLength"
+            | "FirstBurstLength"
+            | "MaxOutstandingR2T"
+            | "DataPDUInOrder"
+            | "DataSequenceInOrder"
+    )
+}
+
+/// The pass in which a key of one text is answered. SessionType comes first: in a discovery
+/// session most operational keys are irrelevant, and the initiator may declare the type after
+/// them in the same text. FirstBurstLength comes last: whether it is relevant depends on
+/// InitialR2T and ImmediateData, and its value may not exceed MaxBurstLength, any of which may
+/// come after it.
+fn answer_pass(key: &str) -> u8 {
+    match key {
+        "SessionType" => 0,
+        "FirstBurstLength" => 2,
+        _ => 1,
+    }
+}
+
 fn parse_bool(v: &str) -> Option<bool> {
     match v {
         "Yes" => Some(true),
@@ -177,12 +209,11 @@ impl Negotiator {
         pairs: &[(String, String)],
         first: bool,
     ) -> Result<Vec<(String, String)>, NegotiationError> {
-        // FirstBurstLength last: whether it is relevant depends on InitialR2T and ImmediateData,
-        // which may come after it in the same text. Answers keep the order of the offers.
+        // Answered in passes (see `answer_pass`); answers keep the order of the offers.
         let mut answers: Vec<Answer> = vec![None; pairs.len()];
-        for last in [false, true] {
+        for pass in 0..=2 {
             for ((key, value), answer) in pairs.iter().zip(answers.iter_mut()) {
-                if (key == "FirstBurstLength") == last {
+                if answer_pass(key) == pass {
                     *answer = self.one(key, value, first)?;
                 }
             }
@@ -208,6 +239,15 @@ impl Negotiator {
     }
 
     /// Settle the results that depend on each other, once the login's keys are all answered.
+    ///
+    /// FirstBurstLength is answered no higher than MaxBurstLength stands at that moment, so it
+    /// can only end up above it when MaxBurstLength is negotiated in a later request, lower
+    /// than it stood (its default, 262144, until then). The answer already sent cannot be
+    /// taken back: a key is negotiated once per login (RFC 7143 6.2). What is kept is lowered
+    /// to MaxBurstLength, as RFC 7143 13.14 requires of both sides ("FirstBurstLength MUST NOT
+    /// exceed MaxBurstLength"): an initiator that applies the rule sends no more unsolicited
+    /// data than that, and one that does not has the excess refused rather than accepted past
+    /// the session's burst limit.
     pub fn finish(&mut self) {
         let s = &mut self.session;
         s.first_burst_length = s.first_burst_length.min(s.max_burst_length);
@@ -288,6 +328,10 @@ impl Negotiator {
         if !self.once(key) {
             return Ok(Some(REJECT.into()));
         }
+        // Not looked at, not recorded: the session keeps the key's default.
+        if self.session_type() == SessionType::Discovery && irrelevant_in_discovery(key) {
+            return Ok(Some(IRRELEVANT.into()));
+        }
         if key == "FirstBurstLength" && self.first_burst_irrelevant() {
             return Ok(Some(IRRELEVANT.into()));
         }
@@ -358,8 +402,10 @@ impl Negotiator {
                 s.max_burst_length.to_string()
             }
             "FirstBurstLength" => {
-                // Answered as the minimum of both offers; clamped to MaxBurstLength once both are known.
-                s.first_burst_length = n.min(o.first_burst_length);
+                // The minimum of both offers, and no more than MaxBurstLength (RFC 7143 13.14):
+                // as negotiated in this text (answered before this key) or an earlier one, or
+                // its default while it has not been. See `finish` for one negotiated later.
+                s.first_burst_length = n.min(o.first_burst_length).min(s.max_burst_length);
                 s.first_burst_length.to_string()
             }
             "DefaultTime2Wait" => {
@@ -667,6 +713,177 @@ mod tests {
             .expect("ok");
         assert_eq!(answer(&out, "FirstBurstLength"), Some("4096"));
         assert_eq!(n.session.first_burst_length, 4096);
+    }
+
+    /// The operational keys libiscsi offers, in this order, in discovery and normal sessions.
+    const LIBISCSI_OPS: [(&str, &str); 16] = [
+        ("HeaderDigest", "None"),
+        ("DataDigest", "None"),
+        ("InitialR2T", "No"),
+        ("ImmediateData", "Yes"),
+        ("MaxBurstLength", "262144"),
+        ("FirstBurstLength", "262144"),
+        ("DefaultTime2Wait", "2"),
+        ("DefaultTime2Retain", "0"),
+        ("MaxOutstandingR2T", "1"),
+        ("ErrorRecoveryLevel", "0"),
+        ("IFMarker", "No"),
+        ("OFMarker", "No"),
+        ("MaxConnections", "1"),
+        ("MaxRecvDataSegmentLength", "262144"),
+        ("DataPDUInOrder", "Yes"),
+        ("DataSequenceInOrder", "Yes"),
+    ];
+
+    #[test]
+    fn discovery_answers_irrelevant_to_keys_irrelevant_in_discovery() {
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let first = kv(&[
+            ("InitiatorName", "iqn.2002-10.com.ronnie:client"),
+            ("SessionType", "Discovery"),
+        ]);
+        assert!(n.process(&first, true).expect("declarations").is_empty());
+        let out = n.process(&kv(&LIBISCSI_OPS), false).expect("negotiates");
+        // Every offer answered once, in the order offered; those without "Irrelevant when:
+        // SessionType=Discovery" in RFC 7143 section 13 are negotiated as in a normal session.
+        assert_eq!(
+            out,
+            kv(&[
+                ("HeaderDigest", "None"),
+                ("DataDigest", "None"),
+                ("InitialR2T", IRRELEVANT),
+                ("ImmediateData", IRRELEVANT),
+                ("MaxBurstLength", IRRELEVANT),
+                ("FirstBurstLength", IRRELEVANT),
+                ("DefaultTime2Wait", "2"),
+                ("DefaultTime2Retain", "0"),
+                ("MaxOutstandingR2T", IRRELEVANT),
+                ("ErrorRecoveryLevel", "0"),
+                ("IFMarker", "No"),
+                ("OFMarker", "No"),
+                ("MaxConnections", IRRELEVANT),
+                ("MaxRecvDataSegmentLength", "262144"),
+                ("DataPDUInOrder", IRRELEVANT),
+                ("DataSequenceInOrder", IRRELEVANT),
+            ])
+        );
+        assert_eq!(n.conn.initiator_max_recv, 262_144);
+        // Nothing irrelevant was recorded: InitialR2T=No and ImmediateData=Yes were not taken.
+        n.finish();
+        assert_eq!(
+            n.session,
+            SessionParams {
+                default_time2retain: 0,
+                ..SessionParams::default()
+            }
+        );
+    }
+
+    /// SessionType may come after the keys it makes irrelevant, in the same (first) text.
+    #[test]
+    fn discovery_declared_after_the_keys_it_makes_irrelevant() {
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let mut offers = vec![("InitiatorName", "iqn.a:b")];
+        offers.extend(LIBISCSI_OPS);
+        offers.push(("SessionType", "Discovery"));
+        let out = n.process(&kv(&offers), true).expect("negotiates");
+        assert_eq!(out.len(), LIBISCSI_OPS.len(), "declarations get no answer");
+        for (key, _) in LIBISCSI_OPS {
+            let got = answer(&out, key).expect(key);
+            assert_eq!(
+                got == IRRELEVANT,
+                irrelevant_in_discovery(key),
+                "{key}={got}"
+            );
+        }
+        assert_eq!(n.session_type(), SessionType::Discovery);
+        assert_eq!(n.session.max_burst_length, 262_144);
+        assert!(n.session.initial_r2t, "left at its default");
+        // Not looked at, so not a reason to fail the login either.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let out = n
+            .process(
+                &kv(&[
+                    ("MaxBurstLength", "12"),
+                    ("InitialR2T", "Maybe"),
+                    ("SessionType", "Discovery"),
+                ]),
+                true,
+            )
+            .expect("irrelevant values are not looked at");
+        assert_eq!(
+            out,
+            kv(&[("MaxBurstLength", IRRELEVANT), ("InitialR2T", IRRELEVANT)])
+        );
+        // The same keys in a normal session, declared last, are negotiated.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let mut offers = LIBISCSI_OPS.to_vec();
+        offers.push(("SessionType", "Normal"));
+        let out = n.process(&kv(&offers), true).expect("negotiates");
+        assert!(out.iter().all(|(_, v)| v != IRRELEVANT), "{out:?}");
+        assert!(!n.session.initial_r2t);
+    }
+
+    #[test]
+    fn first_burst_length_never_exceeds_max_burst_length() {
+        let offer = |n: &mut Negotiator, offers: &[(&str, &str)]| {
+            n.process(&kv(offers), false).expect("negotiates")
+        };
+        // In the same text, in either order.
+        for offers in [
+            [("MaxBurstLength", "65536"), ("FirstBurstLength", "262144")],
+            [("FirstBurstLength", "262144"), ("MaxBurstLength", "65536")],
+        ] {
+            let mut n = Negotiator::new(IscsiConfig::default());
+            let out = offer(&mut n, &offers);
+            assert_eq!(answer(&out, "MaxBurstLength"), Some("65536"), "{offers:?}");
+            assert_eq!(
+                answer(&out, "FirstBurstLength"),
+                Some("65536"),
+                "{offers:?}"
+            );
+            assert_eq!(
+                out[0].0, offers[0].0,
+                "answers keep the order of the offers"
+            );
+            assert_eq!(n.session.first_burst_length, 65_536);
+        }
+        // Our own offer makes MaxBurstLength the smaller (even with a configuration that does
+        // not keep FirstBurstLength within it).
+        let cfg = IscsiConfig {
+            max_burst_length: 65_536,
+            first_burst_length: 262_144,
+            ..IscsiConfig::default()
+        };
+        let mut n = Negotiator::new(cfg);
+        let out = offer(
+            &mut n,
+            &[
+                ("FirstBurstLength", "16776192"),
+                ("MaxBurstLength", "16776192"),
+            ],
+        );
+        assert_eq!(answer(&out, "MaxBurstLength"), Some("65536"));
+        assert_eq!(answer(&out, "FirstBurstLength"), Some("65536"));
+        // MaxBurstLength never offered: it stays at its default, and so bounds FirstBurstLength.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let out = offer(&mut n, &[("FirstBurstLength", "1048576")]);
+        assert_eq!(answer(&out, "FirstBurstLength"), Some("262144"));
+        // Negotiated in an earlier request.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        offer(&mut n, &[("MaxBurstLength", "65536")]);
+        let out = offer(&mut n, &[("FirstBurstLength", "262144")]);
+        assert_eq!(answer(&out, "FirstBurstLength"), Some("65536"));
+        // Negotiated in a later request, below what FirstBurstLength was answered: that answer
+        // stands, and the session keeps MaxBurstLength as its first burst.
+        let mut n = Negotiator::new(IscsiConfig::default());
+        let out = offer(&mut n, &[("FirstBurstLength", "262144")]);
+        assert_eq!(answer(&out, "FirstBurstLength"), Some("262144"));
+        let out = offer(&mut n, &[("MaxBurstLength", "65536")]);
+        assert_eq!(answer(&out, "MaxBurstLength"), Some("65536"));
+        n.finish();
+        assert_eq!(n.session.max_burst_length, 65_536);
+        assert_eq!(n.session.first_burst_length, 65_536);
     }
 
     #[test]
