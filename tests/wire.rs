@@ -44,8 +44,9 @@ async fn discovery_lists_the_default_target() {
         "MaxBurstLength",
         "FirstBurstLength",
     ] {
-        assert!(
-            answers.iter().any(|(k, v)| k == key && v == "Irrelevant"),
+        assert_eq!(
+            answer_to(&answers, key),
+            Some("Irrelevant"),
             "{key}: {answers:?}"
         );
     }
@@ -160,6 +161,14 @@ async fn login_pdu_in_full_feature_phase_is_rejected() {
     ping(&mut c).await;
 }
 
+/// The target's answer to key `k` in a login or text response's pairs.
+fn answer_to<'a>(answers: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    answers
+        .iter()
+        .find(|(key, _)| key == k)
+        .map(|(_, v)| v.as_str())
+}
+
 #[tokio::test]
 async fn out_of_range_offers_are_rejected_and_the_login_goes_on() {
     let s = start_server().await;
@@ -179,12 +188,7 @@ async fn out_of_range_offers_are_rejected_and_the_login_goes_on() {
     assert_eq!((r.status_class, r.status_detail), (0, 0), "login succeeds");
     assert_eq!((r.transit, r.nsg), (true, 3), "full feature phase");
     let answers = parse_pairs(&r.data).expect("login answer parses");
-    let answer = |k: &str| {
-        answers
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let answer = |k: &str| answer_to(&answers, k);
     assert_eq!(answer("MaxBurstLength"), Some("Reject"));
     assert_eq!(answer("DefaultTime2Wait"), Some("Reject"));
     assert_eq!(answer("FirstBurstLength"), Some("Irrelevant"));
@@ -201,12 +205,7 @@ async fn first_burst_length_is_answered_within_max_burst_length() {
     let r = c.login(Some(TARGET), &[("MaxBurstLength", "65536")]).await;
     assert_eq!((r.status_class, r.status_detail), (0, 0), "login succeeds");
     let answers = parse_pairs(&r.data).expect("login answer parses");
-    let answer = |k: &str| {
-        answers
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let answer = |k: &str| answer_to(&answers, k);
     assert_eq!(answer("MaxBurstLength"), Some("65536"));
     assert_eq!(answer("FirstBurstLength"), Some("65536"));
     ping(&mut c).await;
