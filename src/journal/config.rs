@@ -12,6 +12,10 @@ pub struct JournalConfig {
     pub enabled: bool,
     /// Bytes of old data a port's partial journal holds before it is flushed into the primary.
     pub partial_capacity: u64,
+    /// Bytes of old data all ports' partial journals of the volume may hold together: past
+    /// it, the ports holding the most are flushed into the primary (so many sessions do not
+    /// take `partial_capacity` each).
+    pub partial_limit: u64,
     /// A partial journal is flushed into the primary at least this often.
     pub partial_flush_interval: HumanDuration,
     /// Primary segment files are closed and a new one started past this size.
@@ -45,7 +49,8 @@ impl Default for JournalConfig {
     fn default() -> Self {
         JournalConfig {
             enabled: true,
-            partial_capacity: 8 << 20,
+            partial_capacity: 32 << 20,
+            partial_limit: 512 << 20,
             partial_flush_interval: HumanDuration(Duration::from_secs(1)),
             segment_size: 256 << 20,
             dirty_cache_limit: 64 << 20,
@@ -65,6 +70,9 @@ impl JournalConfig {
         let bad = |m: &str| Err(JournalError::Config(m.to_string()));
         if self.partial_capacity == 0 {
             return bad("partial_capacity must be positive");
+        }
+        if self.partial_limit == 0 {
+            return bad("partial_limit must be positive");
         }
         if self.segment_size < 1 << 20 {
             return bad("segment_size must be at least 1 MiB");

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -102,6 +103,10 @@ pub(crate) struct PartialJournal {
     late: Vec<StatusUpdate>,
     /// Old-data bytes held.
     pub bytes: u64,
+    /// Old-data bytes held by this and the other ports of the volume ([`count_in`]).
+    ///
+    /// [`count_in`]: Self::count_in
+    total: Arc<AtomicU64>,
     /// When the oldest unflushed entry was appended.
     pub first_append: Option<Instant>,
 }
@@ -226,8 +231,22 @@ impl PartialJournal {
             statuses: HashMap::new(),
             late: Vec::new(),
             bytes: 0,
+            total: Arc::default(),
             first_append: None,
         })
+    }
+
+    /// Count the bytes this journal holds into `total`, shared with the volume's other ports
+    /// (before anything is appended).
+    pub fn count_in(mut self, total: Arc<AtomicU64>) -> Self {
+        debug_assert_eq!(self.bytes, 0);
+        self.total = total;
+        self
+    }
+
+    /// Old-data bytes held by this entry.
+    fn held(e: &Entry) -> u64 {
+        e.data.len() as u64 + 64 * u64::from(e.chunks())
     }
 
     /// Append the entries of one write (all stamped `ts`; one entry unless the write is very
@@ -242,8 +261,9 @@ impl PartialJournal {
             e.port = self.port;
             e.seq = seq;
             e.status = Status::Pending;
-            let held = e.data.len() as u64 + 64 * u64::from(e.chunks());
+            let held = Self::held(&e);
             self.bytes += held;
+            self.total.fetch_add(held, Ordering::Relaxed);
             self.pending_bytes += held;
             let e = Arc::new(e);
             let c0 = e.first_chunk();
@@ -538,8 +558,9 @@ impl PartialJournal {
             for c in c0..c0 + u64::from(e.chunks()) {
                 self.entries.remove(&(c, e.ts, e.seq));
             }
-            let held = e.data.len() as u64 + 64 * u64::from(e.chunks());
-            self.bytes = self.bytes.saturating_sub(held);
+            let held = Self::held(&e).min(self.bytes);
+            self.bytes -= held;
+            self.total.fetch_sub(held, Ordering::Relaxed);
         }
         self.statuses.retain(|seq, _| *seq > r.upto_seq);
         if self.blocked.is_some_and(|b| b <= r.upto_seq) {
@@ -590,6 +611,12 @@ impl PartialJournal {
     #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Drop for PartialJournal {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 

@@ -96,6 +96,10 @@ pub struct RecoveryReport {
     pub metadata_tail_cut: u64,
 }
 
+/// A rotated partial file of at least this many bytes (or half of `partial_capacity`, if that
+/// is less) becomes a primary segment as it is; a smaller one is copied.
+const ADOPT_MIN_BYTES: u64 = 4 << 20;
+
 pub(crate) struct Shared {
     pub inner: Arc<dyn BlockStore>,
     pub cfg: JournalConfig,
@@ -110,6 +114,8 @@ pub(crate) struct Shared {
     pub clock: StampClock,
     stripes: Vec<Mutex<()>>,
     ports: RwLock<HashMap<u64, Arc<Port>>>,
+    /// Old-data bytes held by all ports' partial journals (`partial_limit`).
+    partial_held: Arc<AtomicU64>,
     partial_dir: PathBuf,
     pub primary: PrimaryJournal,
     cache: Mutex<DirtyCache>,
@@ -365,6 +371,7 @@ impl JournaledStore {
             clock,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             ports: RwLock::new(HashMap::new()),
+            partial_held: Arc::default(),
             partial_dir,
             primary,
             cache: Mutex::new(DirtyCache::default()),
@@ -1046,12 +1053,10 @@ impl Shared {
             return Ok(p.clone());
         }
         let chunk_bytes = (self.bpc as usize * self.block_size) as u32;
-        let p = Arc::new(Port::new(PartialJournal::create(
-            &self.partial_dir,
-            port,
-            chunk_bytes,
-            0,
-        )?));
+        let p = Arc::new(Port::new(
+            PartialJournal::create(&self.partial_dir, port, chunk_bytes, 0)?
+                .count_in(self.partial_held.clone()),
+        ));
         ports.insert(port, p.clone());
         Ok(p)
     }
@@ -1347,13 +1352,22 @@ impl Shared {
         fua: bool,
     ) -> Result<(), StorageError> {
         let partial_bytes = pj.lock().bytes;
-        if cache_bytes >= self.cfg.dirty_cache_limit || partial_bytes >= self.cfg.partial_capacity {
+        let held = self.partial_held.load(Ordering::Relaxed);
+        if cache_bytes >= self.cfg.dirty_cache_limit
+            || partial_bytes >= self.cfg.partial_capacity
+            || held >= self.cfg.partial_limit / 2
+        {
             self.kick();
         }
         if partial_bytes >= 2 * self.cfg.partial_capacity {
             // Back-pressure: the flusher is behind; move this port's entries into the primary
             // now, so a port never holds more than about twice `partial_capacity` in memory.
             self.flush_port_over(pj, 2 * self.cfg.partial_capacity)
+                .map_err(StorageError::from)?;
+        }
+        if held >= self.cfg.partial_limit {
+            // The same for the volume's ports together: the largest go into the primary.
+            self.flush_largest_ports(self.cfg.partial_limit)
                 .map_err(StorageError::from)?;
         }
         if cache_bytes >= 2 * self.cfg.dirty_cache_limit {
@@ -1576,6 +1590,30 @@ impl Shared {
         self.flush_port_held(pj, held)
     }
 
+    /// Flush the ports holding the most old data into the primary until all of them together
+    /// hold less than `limit` (`partial_limit`), or none holds anything.
+    fn flush_largest_ports(&self, limit: u64) -> Result<()> {
+        let f = lock(&self.flush_lock);
+        for _ in 0..self.ports.read().unwrap_or_else(|p| p.into_inner()).len() {
+            if self.partial_held.load(Ordering::Relaxed) < limit {
+                break;
+            }
+            let largest = self
+                .all_ports()
+                .into_iter()
+                .map(|pj| {
+                    let bytes = pj.lock().bytes;
+                    (bytes, pj)
+                })
+                .max_by_key(|(bytes, _)| *bytes);
+            match largest {
+                Some((bytes, pj)) if bytes > 0 => self.flush_port_held(&pj, &f)?,
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
     /// The background round flushes a port whose partial journal holds `partial_capacity`
     /// bytes, or whose oldest entry waited `partial_flush_interval`.
     fn flush_due(&self, p: &PartialJournal) -> bool {
@@ -1600,10 +1638,8 @@ impl Shared {
         let refs: Vec<(&Entry, Status)> = rotated.entries.iter().map(|(e, s)| (&**e, *s)).collect();
         // A full file becomes a primary segment as it is (its old data is not written again);
         // a small one (a port writing little) is copied, so segments do not become many and tiny.
-        let adopt = rotated
-            .adoptable
-            .as_ref()
-            .filter(|a| a.len >= self.cfg.partial_capacity / 2);
+        let adopt_from = (self.cfg.partial_capacity / 2).min(ADOPT_MIN_BYTES);
+        let adopt = rotated.adoptable.as_ref().filter(|a| a.len >= adopt_from);
         let adopted = match adopt {
             None => false,
             Some(a) => match self.primary.adopt_segment(
@@ -1815,6 +1851,11 @@ impl Shared {
                 let _f = lock(&self.flush_lock);
                 self.flush_late(&pj)?;
             }
+        }
+        // Many ports, each below `partial_capacity`, may together hold more than the volume's
+        // share: the largest go before writers have to wait for it.
+        if self.partial_held.load(Ordering::Relaxed) >= self.cfg.partial_limit / 2 {
+            self.flush_largest_ports(self.cfg.partial_limit / 2)?;
         }
         Ok(())
     }

@@ -733,6 +733,40 @@ fn partial_journal_memory_is_bounded() {
     assert_eq!(j.partial_bytes(), 0);
 }
 
+/// The volume's ports together hold at most about `partial_limit`: many sessions, each below
+/// `partial_capacity`, do not take that much each; the ports holding the most are flushed.
+#[test]
+fn partial_journals_of_many_ports_are_bounded_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = MemStore::new(2048);
+    let cfg = JournalConfig {
+        partial_flush_interval: ms(3_600_000),
+        partial_capacity: 1 << 20,
+        partial_limit: 128 << 10,
+        ..test_cfg()
+    };
+    let limit = cfg.partial_limit;
+    let j = JournaledStore::open(dir.path(), vol, cfg).unwrap();
+    let buf = vec![0x3cu8; 16 << 10];
+    let blocks = (buf.len() / BS) as u64;
+    let mut peak = 0;
+    for i in 0..400u64 {
+        j.write(port(1 + i % 8), (i * blocks) % 2048, &buf, false)
+            .unwrap();
+        peak = peak.max(j.partial_bytes());
+    }
+    let per_write = buf.len() as u64 + 4 * 64;
+    assert!(
+        peak <= limit + per_write,
+        "partial journals held {peak} bytes, bound {}",
+        limit + per_write
+    );
+    // Nothing was lost on the way: the history holds every write's old data.
+    j.flush_partials().unwrap();
+    assert_eq!(j.partial_bytes(), 0);
+    assert_eq!(j.primary_entries(), 400 * 4);
+}
+
 /// Eight rounds of 16 KiB writes over the whole volume (contents from `mul`, the clock moving
 /// 50 µs per write), each ended by SYNCHRONIZE CACHE; returns (stamp, content) after each round.
 fn overwrite_in_rounds(
