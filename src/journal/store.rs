@@ -1366,9 +1366,11 @@ impl Shared {
                 .map_err(StorageError::from)?;
         }
         if held >= self.cfg.partial_limit {
-            // The same for the volume's ports together: the largest go into the primary.
-            self.flush_largest_ports(self.cfg.partial_limit)
-                .map_err(StorageError::from)?;
+            // The same for the volume's ports together: the largest go into the primary. Their
+            // failure is not this write's (its own port's flush above fails it when due).
+            if let Err(e) = self.flush_largest_ports(self.cfg.partial_limit) {
+                tracing::warn!("partial journals over partial_limit could not be flushed: {e}");
+            }
         }
         if cache_bytes >= 2 * self.cfg.dirty_cache_limit {
             // Back-pressure: wait for the group commit and the volume writes (not a volume
