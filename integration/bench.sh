@@ -13,7 +13,9 @@
 #                        QD32 scattered over the volume (each 1028 KiB after the one before)
 #        iscsi-perf      random 4 KiB reads, QD32, for a fixed time
 #      and the table shows the median of the rounds per workload and target, and the ratios
-#      rewind/tgt of the medians. After the 128 KiB writes, each round also times a dd copy of
+#      rewind/tgt of the medians; a second table the median and range of each round's own
+#      ratio (a round runs the targets of a workload back to back, so its pair shares the
+#      machine's state of that minute). After the 128 KiB writes, each round also times a dd copy of
 #      one backing file with fdatasync: the disk's durable write rate, which bounds CDP writes.
 #   4. Reads of the past: a read-only view of the `cdp` volume exported at the moment before
 #      the first benchmark write (so every block the write workloads touched is read from the
@@ -298,6 +300,21 @@ median() { # TARGET WORKLOAD COLUMN(4=iops 5=MB/s)
         | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }'; }
+# round_ratios A B WORKLOAD: the ratio A/B (IOPS) of each round that measured both, as
+# "median (min-max)": each round runs the targets back to back, so a round's pair shares
+# that minute's machine, unlike the medians of the columns.
+round_ratios() {
+    awk -F'\t' -v a="$1" -v b="$2" -v w="$3" '
+        $3 == w && $2 == a { x[$1] = $4 }
+        $3 == w && $2 == b { y[$1] = $4 }
+        END { for (r in x) if ((r in y) && y[r] > 0) print x[r] / y[r] }' "$RESULTS" | sort -g \
+        | awk '{ v[NR] = $1 }
+            END {
+                if (NR == 0) { print "-"; exit }
+                m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+                if (NR == 1) printf "%.2f\n", m; else printf "%.2f (%.2f-%.2f)\n", m, v[1], v[NR]
+            }'
+}
 TABLE=$WORK/table.md
 {
     echo "| workload | tgt IOPS | tgt MB/s | CDP IOPS | CDP MB/s | CDP/tgt | no-journal IOPS | no-journal MB/s | no-journal/tgt |"
@@ -310,16 +327,25 @@ TABLE=$WORK/table.md
         echo "| $name | $ti | $tm | $ci | $cm | $(ratio "$ci" "$ti") | $ni | $nm | $(ratio "$ni" "$ti") |"
     done
 } >"$TABLE"
+ROUND_TABLE=$WORK/round-table.md
+{
+    echo "| workload | CDP/tgt | no-journal/tgt |"
+    echo "|---|---:|---:|"
+    for wl in "${WORKLOADS[@]}"; do
+        read -r name _ <<<"$wl"
+        echo "| $name | $(round_ratios cdp tgt "$name") | $(round_ratios nojournal tgt "$name") |"
+    done
+} >"$ROUND_TABLE"
 VIEW_TABLE=$WORK/view-table.md
 {
-    echo "| workload (reads) | live IOPS | live MB/s | view IOPS | view MB/s | view/live |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| workload (reads) | live IOPS | live MB/s | view IOPS | view MB/s | view/live | view/live per round |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
     for wl in "${WORKLOADS[@]}"; do
         read -r name tool _ <<<"$wl"
         [ "${tool#qemu-w}" != "$tool" ] && continue
         li=$(median live "$name" 4) lm=$(median live "$name" 5)
         vi=$(median view "$name" 4) vm=$(median view "$name" 5)
-        echo "| $name | $li | $lm | $vi | $vm | $(ratio "$vi" "$li") |"
+        echo "| $name | $li | $lm | $vi | $vm | $(ratio "$vi" "$li") | $(round_ratios view live "$name") |"
     done
 } >"$VIEW_TABLE"
 
@@ -341,6 +367,10 @@ echo "$DATE, $MACHINE"
 echo "$SETUP"
 echo
 cat "$TABLE"
+echo
+echo "The same ratios per round (the targets of a round run back to back), median (range):"
+echo
+cat "$ROUND_TABLE"
 [ -n "$DISK_LINE" ] && { echo; echo "$DISK_LINE"; }
 echo
 echo "Reads of a view exported at the start (every block the writes touched comes from the journal):"
@@ -356,6 +386,11 @@ if [ "$WRITE_DOCS" = 1 ]; then
         echo "$SETUP."
         echo
         cat "$TABLE"
+        echo
+        echo "The same ratios taken per round (each round runs the three targets of a workload back"
+        echo "to back, so a pair shares that minute's machine), median and range of the rounds:"
+        echo
+        cat "$ROUND_TABLE"
         [ -n "$DISK_LINE" ] && { echo; echo "$DISK_LINE"; }
         echo
         echo "Reads of a view of the CDP volume exported before the first benchmark write (every"

@@ -3,9 +3,10 @@
 # bench writes (4 KiB QD32 by default) over iSCSI while `perf record -g` samples the daemon.
 # Prints the hottest functions (self time) and writes perf.data to OUT (default: a temp dir).
 # usage: integration/bench/profile.sh [--nojournal] [--count N] [--size BYTES] [--depth N]
-#                                     [--step BYTES] [--out DIR]
+#                                     [--step BYTES] [--journal KEY=VALUE]... [--out DIR]
 # --step: each write STEP bytes after the one before (qemu-img bench -S; bench.sh's
 # write-4k-scatter is --step 1052672), instead of back to back.
+# --journal: a `[journal]` setting for the daemon (e.g. dirty_cache_limit=1073741824), repeatable.
 set -euo pipefail
 INTEG_NAME=profile
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -13,6 +14,7 @@ REWIND_BIN=${REWIND_BIN:-${CARGO_TARGET_DIR:-$(cd "$HERE/../.." && pwd)/target}/
 # shellcheck source=integration/lib.sh
 . "$HERE/../lib.sh"
 JOURNAL=true COUNT=200000 SIZE=4096 DEPTH=32 OUT="" STEP=""
+JOURNAL_SETTINGS=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --nojournal) JOURNAL=false ;;
@@ -21,6 +23,9 @@ while [ $# -gt 0 ]; do
         --depth) DEPTH=$2; shift ;;
         --out) OUT=$2; shift ;;
         --step) STEP=$2; shift ;;
+        --journal)
+            [[ "$2" =~ ^[a-z_]+=[^[:space:]]+$ ]] || fail "--journal wants KEY=VALUE, got '$2'"
+            JOURNAL_SETTINGS+=("$2"); shift ;;
         *) fail "unknown argument $1" ;;
     esac
     shift
@@ -33,6 +38,9 @@ mkdir -p "$OUT"
 head -c "$GIB" /dev/urandom >"$WORK/vol.img"
 REWIND_DATA=$WORK/data
 printf '[[volume]]\nname = "vol"\npath = "%s"\njournal = %s\n' "$WORK/vol.img" "$JOURNAL" >"$WORK/rewind.toml"
+if [ ${#JOURNAL_SETTINGS[@]} -gt 0 ]; then
+    { echo; echo "[journal]"; printf '%s\n' "${JOURNAL_SETTINGS[@]}"; } >>"$WORK/rewind.toml"
+fi
 REWIND_SERVE_ARGS="--config $WORK/rewind.toml" RUST_LOG=warn target_start
 if [ -d "$REWIND_DATA/volumes/vol/journal" ]; then journaled=true; else journaled=false; fi
 [ "$journaled" = "$JOURNAL" ] || fail "the volume's journal is $journaled, the config says $JOURNAL"
