@@ -64,6 +64,9 @@ if [ "$TARGET_IMPL" = rewind ] && [ "$BUILD" = 1 ]; then
 fi
 target_start
 
+# The moment before the suite: a read-only view of the LU at it is checked after the suite.
+VIEW_AT=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
+sleep 0.01
 log "iscsi-test-cu --dataloss $TARGET_URL $TARGET_URL (full log: $LOGFILE)"
 set +e
 # The same URL again as the multipath URL: MultipathIO tests then use a second session to the
@@ -77,6 +80,32 @@ set -e
 log "iscsi-test-cu exited with $CU_RC after $((SECONDS - START))s"
 [ "$CU_RC" = 124 ] && log "the suite hit CONFORMANCE_TIMEOUT; the summary below covers the tests that ran"
 target_alive
+
+# rewind only: a point-in-time view of the LU as it was before the suite (every block the suite
+# wrote is read from the journal) must refuse every medium write: libiscsi's ReadOnly suite
+# sends WRITE 10/12/16, WRITE SAME, WRITE AND VERIFY, COMPARE AND WRITE, ORWRITE and UNMAP and
+# expects DATA PROTECT / WRITE PROTECTED for each.
+VIEW_SUMMARY=""
+if [ "$TARGET_IMPL" = rewind ]; then
+    VIEW_LOG=$LOGDIR/conformance-view.log
+    VIEW_IQN=$(rewind_cli snapshot export "${TARGET_IQN##*:}" --at "$VIEW_AT" --name conformance | tail -n 1)
+    case "$VIEW_IQN" in iqn.*) ;; *) fail "snapshot export printed no IQN: $VIEW_IQN" ;; esac
+    VIEW_URL="iscsi://127.0.0.1:$TARGET_PORT/$VIEW_IQN/0"
+    log "iscsi-test-cu --dataloss -t SCSI.ReadOnly $VIEW_URL (log: $VIEW_LOG)"
+    timeout -k 10 300 iscsi-test-cu --dataloss -V -t SCSI.ReadOnly \
+        --initiator-name "iqn.2026-11.dev.rewind.test:initiator-1" "$VIEW_URL" >"$VIEW_LOG" 2>&1 \
+        || { tail -n 30 "$VIEW_LOG" | sed 's/^/    | /' >&2; fail "iscsi-test-cu against the view failed to run"; }
+    # CUnit's summary: "tests TOTAL RAN PASSED FAILED INACTIVE", "asserts TOTAL RAN PASSED FAILED"
+    read -r v_ran v_passed v_failed < <(awk '$1 == "tests" { print $3, $4, $5 }' "$VIEW_LOG") || true
+    read -r v_asserts v_afailed < <(awk '$1 == "asserts" { print $3, $5 }' "$VIEW_LOG") || true
+    if [ "${v_ran:-0}" != 1 ] || [ "${v_passed:-0}" != 1 ] || [ "${v_failed:-1}" != 0 ] \
+        || [ "${v_asserts:-0}" -lt 10 ] || [ "${v_afailed:-1}" != 0 ]; then
+        grep -E "FAILED|Test:|Run Summary|tests|asserts" "$VIEW_LOG" | sed 's/^/    | /' >&2
+        fail "the read-only view did not pass SCSI.ReadOnly (tests ran/passed/failed: ${v_ran:-?}/${v_passed:-?}/${v_failed:-?}, asserts ${v_asserts:-?} with ${v_afailed:-?} failed)"
+    fi
+    VIEW_SUMMARY="read-only view of the LU before the suite: SCSI.ReadOnly passed ($v_asserts checks)"
+    target_alive
+fi
 
 # CUnit's verbose output: "Suite: S", then per test "  Test: T ...", optional messages (a skip
 # is a message "[SKIPPED] ..."), and the result "passed" or "FAILED" either right after the
@@ -130,6 +159,7 @@ if [ "$TOTAL" = - ]; then
 elif [ "$SUMFAIL" != "$NF" ] || [ "$TOTAL" != "$RAN" ]; then
     echo "warning: parsed $RAN tests/$NF failed, CUnit says $TOTAL/$SUMFAIL" >&2; SANE=0
 fi
+[ -z "$VIEW_SUMMARY" ] || echo "$VIEW_SUMMARY"
 echo "$NP passed, $NF failed"
 
 if [ "$SANE" = 0 ]; then exit 1; fi
