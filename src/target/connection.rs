@@ -35,6 +35,8 @@ pub struct ConnShared {
     /// The address the initiator connected to (SendTargets answers with it).
     pub local_addr: Option<std::net::SocketAddr>,
     pub tx: mpsc::Sender<Outgoing>,
+    /// Shared with the writer task (commands running, for batching their answers).
+    pub writer: Arc<super::pdu_io::WriterShared>,
     /// Data-Out routes: ITT -> the task gathering that command's data.
     pub data_routes: Mutex<HashMap<u32, mpsc::UnboundedSender<DataOut>>>,
     next_ttt: AtomicU32,
@@ -105,7 +107,7 @@ pub async fn run(
         data_digest: params.data_digest,
         max_recv_data_segment: params.initiator_max_recv,
     };
-    let stats = Arc::new(super::pdu_io::WriterStats::default());
+    let writer_shared = Arc::new(super::pdu_io::WriterShared::default());
     let writer = tokio::spawn(super::pdu_io::run_writer(
         wr,
         rx,
@@ -114,7 +116,7 @@ pub async fn run(
         },
         stat_sn,
         writer_cfg,
-        stats,
+        writer_shared.clone(),
     ));
     // Connection reinstatement: a new login with the CID of a live connection replaces it.
     if let Some(old) = lock(&session.connections).insert(
@@ -133,6 +135,7 @@ pub async fn run(
         params,
         local_addr,
         tx,
+        writer: writer_shared,
         data_routes: Mutex::new(HashMap::new()),
         next_ttt: AtomicU32::new(1),
         cancel: cancel.clone(),

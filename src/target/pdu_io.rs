@@ -1,7 +1,7 @@
 //! PDU I/O for one connection: a reader that frames PDUs out of a `BytesMut`, and a writer
 //! task that stamps sequence numbers and batches PDUs into few socket writes.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -124,10 +124,42 @@ pub fn stamp(pdu: &mut Pdu, stat_sn: &mut u32, exp: u32, max: u32) {
     *m = max;
 }
 
-/// Counters shared with the connection for status reporting.
+/// What the writer task shares with its connection.
 #[derive(Default)]
-pub struct WriterStats {
+pub struct WriterShared {
+    /// The StatSN the writer has reached (for status reporting).
     pub stat_sn: AtomicU32,
+    /// SCSI commands of the connection started and not yet ended ([`CommandRunning`]).
+    pub commands_running: AtomicUsize,
+}
+
+/// Counts a command as running on its connection from [`CommandRunning::start`], when it is
+/// accepted, until the guard drops with the end of its task, however it ends.
+pub struct CommandRunning(Arc<WriterShared>);
+
+impl CommandRunning {
+    pub fn start(writer: &Arc<WriterShared>) -> Self {
+        writer.commands_running.fetch_add(1, Ordering::Relaxed);
+        Self(writer.clone())
+    }
+}
+
+impl Drop for CommandRunning {
+    fn drop(&mut self) {
+        self.0.commands_running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many scheduler turns a batch of the writer waits at most for other commands of its
+/// connection to queue their answers behind the ones it has.
+const GATHER_TURNS: u32 = 8;
+
+/// Whether the writer, with an answer in hand and nothing more queued, should give the other
+/// commands a scheduler turn: only while other commands are still running (with one command at
+/// a time, as at queue depth 1, it sends at once), and at most [`GATHER_TURNS`] times a batch.
+/// `commands_running` counts the command just answered too until its task ends.
+fn gather_more(commands_running: usize, turns: u32) -> bool {
+    commands_running > 1 && turns < GATHER_TURNS
 }
 
 /// The writer task: drains `rx`, encodes, writes in batches. Ends on `Close`, on a socket
@@ -138,13 +170,14 @@ pub async fn run_writer(
     sn: SnSource,
     mut stat_sn: u32,
     cfg: FrameConfig,
-    stats: Arc<WriterStats>,
+    shared: Arc<WriterShared>,
 ) -> std::io::Result<()> {
     const BATCH: usize = 512 * 1024;
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut closing = false;
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
+        let mut turns = 0;
         while let Some(msg) = next.take() {
             match msg {
                 Outgoing::Pdu(mut pdu) => {
@@ -159,9 +192,19 @@ pub async fn run_writer(
             }
             if out.len() < BATCH {
                 next = rx.try_recv().ok();
+                // A send costs about as much for one answer as for several: with other
+                // commands running, give them a turn to queue theirs for the same send; a
+                // turn that brings nothing ends the batch.
+                if next.is_none()
+                    && gather_more(shared.commands_running.load(Ordering::Relaxed), turns)
+                {
+                    turns += 1;
+                    tokio::task::yield_now().await;
+                    next = rx.try_recv().ok();
+                }
             }
         }
-        stats.stat_sn.store(stat_sn, Ordering::Relaxed);
+        shared.stat_sn.store(stat_sn, Ordering::Relaxed);
         if !out.is_empty() {
             wr.write_all(&out).await?;
             out.clear();
@@ -176,9 +219,11 @@ pub async fn run_writer(
 
 #[cfg(test)]
 mod tests {
-    use super::stamp;
+    use super::{gather_more, stamp, CommandRunning, WriterShared, GATHER_TURNS};
     use bytes::Bytes;
     use rewind_protocol::{NopIn, Pdu, R2t};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
 
     #[test]
     fn only_status_pdus_consume_a_stat_sn() {
@@ -221,5 +266,35 @@ mod tests {
         stamp(&mut reply, &mut sn, 11, 21);
         assert!(matches!(reply, Pdu::NopIn(ref p) if p.stat_sn == 7));
         assert_eq!(sn, 8, "a NOP-In answering a ping carries status");
+    }
+
+    #[test]
+    fn the_writer_waits_for_other_answers_only_while_other_commands_run() {
+        assert!(
+            !gather_more(0, 0),
+            "nothing running (a NOP-In, a text answer)"
+        );
+        assert!(
+            !gather_more(1, 0),
+            "only the command just answered: queue depth 1 sends at once"
+        );
+        assert!(gather_more(2, 0));
+        assert!(gather_more(32, GATHER_TURNS - 1));
+        assert!(
+            !gather_more(32, GATHER_TURNS),
+            "a batch waits a bounded number of turns"
+        );
+    }
+
+    #[test]
+    fn a_command_counts_as_running_until_its_guard_drops() {
+        let w = Arc::new(WriterShared::default());
+        let a = CommandRunning::start(&w);
+        let b = CommandRunning::start(&w);
+        assert_eq!(w.commands_running.load(Ordering::Relaxed), 2);
+        drop(a);
+        assert_eq!(w.commands_running.load(Ordering::Relaxed), 1);
+        drop(b);
+        assert_eq!(w.commands_running.load(Ordering::Relaxed), 0);
     }
 }

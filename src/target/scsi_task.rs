@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 use super::cmd_window::Admission;
 use super::connection::{header_of, ConnShared, RESERVED_TAG};
 use super::decode_lun;
+use super::pdu_io::CommandRunning;
 use super::session::{lock, TaskHandle};
 use crate::scsi::{self, ScsiOutcome, ScsiRequest};
 
@@ -35,6 +36,7 @@ const STATUS_TASK_SET_FULL: u8 = 0x28;
 
 /// Register the task and run it on its own tokio task.
 pub fn start(conn: Arc<ConnShared>, cmd: ScsiCommand, admission: Admission) {
+    let running = CommandRunning::start(&conn.writer);
     let session = &conn.session;
     // The CmdSN window bounds ordinary commands; immediate ones could still pile up.
     let limit = conn.ctx.iscsi.queue_depth as usize + 16;
@@ -42,6 +44,7 @@ pub fn start(conn: Arc<ConnShared>, cmd: ScsiCommand, admission: Admission) {
         debug!(tsih = session.tsih, limit, "task set full");
         release_slot(&conn, &cmd);
         tokio::spawn(async move {
+            let _running = running;
             let full = ScsiOutcome {
                 status: STATUS_TASK_SET_FULL,
                 ..ScsiOutcome::default()
@@ -64,6 +67,7 @@ pub fn start(conn: Arc<ConnShared>, cmd: ScsiCommand, admission: Admission) {
         old.try_abort();
     }
     tokio::spawn(async move {
+        let _running = running;
         let itt = cmd.itt;
         let slot = (!cmd.immediate).then_some(cmd.cmd_sn);
         run(&conn, cmd, admission, data_rx, &handle).await;
